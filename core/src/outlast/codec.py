@@ -1,0 +1,75 @@
+"""JSON encoding of stored records, with a format version. No pickle anywhere.
+
+Adapters store messages, phases and run fields with these functions so every
+store writes the same data-only format. Decoding failures become
+:class:`~outlast.errors.CorruptCheckpoint` naming the run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from outlast.errors import CorruptCheckpoint
+from outlast.messages import JSON, Message, PhaseOutput
+
+FORMAT_VERSION = 1
+"""The version every stored record carries; an unknown one is corrupt."""
+
+T = TypeVar("T")
+
+
+def dumps(value: JSON) -> str:
+    """Compact JSON text; non-ASCII kept as is; NaN/Infinity rejected."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def loads(text: str | bytes, run_id: str) -> JSON:
+    """Parse JSON text, raising CorruptCheckpoint naming ``run_id``."""
+    try:
+        value: JSON = json.loads(text)
+    except (ValueError, TypeError) as exc:
+        raise CorruptCheckpoint(run_id, f"invalid JSON ({exc})") from exc
+    return value
+
+
+def encode_message(message: Message) -> str:
+    return dumps({"v": FORMAT_VERSION, **message.to_json()})
+
+
+def decode_message(text: str | bytes, run_id: str) -> Message:
+    return _decode(text, run_id, Message.from_json, "message")
+
+
+def encode_phase(phase: PhaseOutput) -> str:
+    return dumps({"v": FORMAT_VERSION, **phase.to_json()})
+
+
+def decode_phase(text: str | bytes, run_id: str) -> PhaseOutput:
+    return _decode(text, run_id, PhaseOutput.from_json, "phase output")
+
+
+def check_version(version: object, run_id: str) -> None:
+    """Raise CorruptCheckpoint unless ``version`` is a format this code reads."""
+    if version != FORMAT_VERSION:
+        raise CorruptCheckpoint(
+            run_id,
+            f"unknown format version {version!r} (this outlast reads {FORMAT_VERSION}); "
+            "upgrade outlast",
+        )
+
+
+def decode_all(texts: Iterable[str | bytes], run_id: str, decode: Callable[[str | bytes, str], T]) -> tuple[T, ...]:
+    return tuple(decode(text, run_id) for text in texts)
+
+
+def _decode(text: str | bytes, run_id: str, build: Callable[[object], T], what: str) -> T:
+    data = loads(text, run_id)
+    if not isinstance(data, dict):
+        raise CorruptCheckpoint(run_id, f"{what} is not a JSON object")
+    check_version(data.pop("v", None), run_id)
+    try:
+        return build(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptCheckpoint(run_id, f"{what} does not parse ({exc})") from exc

@@ -1,0 +1,143 @@
+"""The run model's data: messages, tool calls and phase outputs.
+
+Every record here is a frozen dataclass that round-trips exactly through JSON
+(``to_json`` / ``from_json``): unicode, nulls, nested JSON and large content
+come back equal to what went in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias, cast
+
+JSON: TypeAlias = "None | bool | int | float | str | list[JSON] | dict[str, JSON]"
+"""A JSON value: what inputs, outputs, tool arguments and ``meta`` may hold."""
+
+JSONObject: TypeAlias = "dict[str, JSON]"
+
+
+def _object(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool invocation the model asked for."""
+
+    id: str
+    name: str
+    arguments: JSONObject = field(default_factory=dict)
+
+    def to_json(self) -> JSONObject:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+    @classmethod
+    def from_json(cls, data: object) -> ToolCall:
+        obj = _object(data, "a tool call")
+        return cls(
+            id=str(obj["id"]),
+            name=str(obj["name"]),
+            arguments=_object(obj.get("arguments", {}), "tool call arguments"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One transcript entry.
+
+    ``content`` is text, a JSON list of parts (multimodal content), or None
+    (an assistant message that only calls tools). ``meta`` is an open mapping
+    for the host's own annotations; outlast itself uses the key ``"phase"`` on
+    the first message of a phase.
+    """
+
+    role: str
+    content: str | list[JSON] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    meta: JSONObject = field(default_factory=dict)
+
+    @classmethod
+    def system(cls, content: str, **meta: JSON) -> Message:
+        return cls("system", content, meta=dict(meta))
+
+    @classmethod
+    def user(cls, content: str | list[JSON], **meta: JSON) -> Message:
+        return cls("user", content, meta=dict(meta))
+
+    @classmethod
+    def assistant(
+        cls, content: str | None = None, tool_calls: tuple[ToolCall, ...] = (), **meta: JSON
+    ) -> Message:
+        return cls("assistant", content, tool_calls=tool_calls, meta=dict(meta))
+
+    @classmethod
+    def tool(cls, tool_call_id: str, name: str, content: str) -> Message:
+        return cls("tool", content, tool_call_id=tool_call_id, name=name)
+
+    @property
+    def text(self) -> str:
+        """The content as plain text (text parts joined; empty when None)."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                parts.append(cast(str, part["text"]))
+            elif isinstance(part, str):
+                parts.append(part)
+        return "".join(parts)
+
+    def to_json(self) -> JSONObject:
+        data: JSONObject = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [call.to_json() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            data["name"] = self.name
+        if self.meta:
+            data["meta"] = self.meta
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> Message:
+        obj = _object(data, "a message")
+        content = obj.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise ValueError("message content must be text, a list of parts, or null")
+        return cls(
+            role=str(obj["role"]),
+            content=content,
+            tool_calls=tuple(ToolCall.from_json(c) for c in obj.get("tool_calls") or ()),
+            tool_call_id=obj.get("tool_call_id"),
+            name=obj.get("name"),
+            meta=_object(obj.get("meta", {}), "message meta"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseOutput:
+    """What a completed phase hands to the phases after it."""
+
+    name: str
+    output: JSON
+    summary: str | None = None
+
+    def to_json(self) -> JSONObject:
+        return {"name": self.name, "output": self.output, "summary": self.summary}
+
+    @classmethod
+    def from_json(cls, data: object) -> PhaseOutput:
+        obj = _object(data, "a phase output")
+        summary = obj.get("summary")
+        return cls(
+            name=str(obj["name"]),
+            output=obj.get("output"),
+            summary=None if summary is None else str(summary),
+        )

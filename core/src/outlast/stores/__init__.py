@@ -1,0 +1,1 @@
+"""Stores that ship with core: ``memory://`` and ``sqlite:///path``."""
