@@ -23,14 +23,15 @@ from outlast.errors import (
     UnknownBackend,
 )
 from outlast.events import Event, EventKind
+from outlast.executor import Executor, RecoveryReport
 from outlast.hookspecs import hookimpl
 from outlast.messages import JSON, Message, PhaseOutput, ToolCall
-from outlast.model import Model, ScriptedModel, Tool
+from outlast.model import Model, ScriptedModel, Tool, ToolError
 from outlast.plugins import backends, broken_plugins, open
 from outlast.ports import (
     DEFAULT_NAMESPACE,
-    CheckpointerFactory,
     Checkpointer,
+    CheckpointerFactory,
     CheckpointState,
     Claim,
     ResumeState,
@@ -41,6 +42,7 @@ from outlast.ports import (
     StoredRun,
 )
 from outlast.runs import Agent, Phase, Plan, RunResult
+from outlast.throttle import ThrottledCheckpointer
 from outlast.urls import DEFAULT_URL, BackendInfo, redact
 
 __all__ = [
@@ -62,6 +64,7 @@ __all__ = [
     "Delta",
     "Event",
     "EventKind",
+    "Executor",
     "LeaseLost",
     "Message",
     "Model",
@@ -71,6 +74,7 @@ __all__ = [
     "PhaseOutput",
     "Plan",
     "PoisonRun",
+    "RecoveryReport",
     "ResumeMismatch",
     "ResumeState",
     "RunError",
@@ -88,8 +92,10 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "StoredRun",
+    "ThrottledCheckpointer",
     "Tool",
     "ToolCall",
+    "ToolError",
     "UnknownBackend",
     "backends",
     "broken_plugins",

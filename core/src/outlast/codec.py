@@ -60,7 +60,9 @@ def check_version(version: object, run_id: str) -> None:
         )
 
 
-def decode_all(texts: Iterable[str | bytes], run_id: str, decode: Callable[[str | bytes, str], T]) -> tuple[T, ...]:
+def decode_all(
+    texts: Iterable[str | bytes], run_id: str, decode: Callable[[str | bytes, str], T]
+) -> tuple[T, ...]:
     return tuple(decode(text, run_id) for text in texts)
 
 

@@ -27,7 +27,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec(firstresult=True)
-def outlast_open(url: str, options: Mapping[str, Any]) -> CheckpointerFactory | None:  # type: ignore[empty-body]
+def outlast_open(url: str, options: Mapping[str, Any]) -> CheckpointerFactory | None:
     """Open a store for ``url`` when its scheme is yours; else return None.
 
     ``options`` are keyword options the caller passed to ``outlast.open``
@@ -39,7 +39,7 @@ def outlast_open(url: str, options: Mapping[str, Any]) -> CheckpointerFactory | 
 
 
 @hookspec
-def outlast_backends() -> list[BackendInfo]:  # type: ignore[empty-body]
+def outlast_backends() -> list[BackendInfo]:  # type: ignore[empty-body]  # a spec has no body
     """Describe the backends you provide: name, URL schemes, package, version,
     capabilities. Used by ``outlast backends`` and by the unknown-scheme error."""
 

@@ -15,6 +15,12 @@ from typing import Protocol, runtime_checkable
 from outlast.errors import ModelError
 from outlast.messages import JSON, JSONObject, Message
 
+
+class ToolError(Exception):
+    """Raised by a tool handler to report a problem to the model instead of
+    ending the run."""
+
+
 ToolHandler = Callable[[JSONObject], "JSON | Awaitable[JSON]"]
 
 
@@ -23,8 +29,9 @@ class Tool:
     """A tool the model may call: its spec, and the handler that runs it.
 
     The handler gets the call's arguments and returns a JSON result (plain or
-    awaitable). An exception in the handler is reported to the model as the
-    tool's result (``"error: ..."``) rather than ending the run.
+    awaitable). To report a problem to the model (it sees ``"error: ..."`` as
+    the tool's result and may try again), raise :class:`ToolError`; any other
+    exception ends the run, which is then failed.
     """
 
     name: str

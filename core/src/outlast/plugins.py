@@ -20,7 +20,7 @@ import pluggy
 from outlast import hookspecs
 from outlast.errors import ConfigurationError, UnknownBackend
 from outlast.ports import CheckpointerFactory
-from outlast.urls import DEFAULT_URL, KNOWN_PACKAGES, URL_ENV, BackendInfo, redact, scheme_of
+from outlast.urls import DEFAULT_URL, KNOWN_PACKAGES, URL_ENV, BackendInfo, scheme_of
 
 log = logging.getLogger("outlast.plugins")
 
@@ -59,9 +59,16 @@ def _manager() -> _Manager:
             plugin = manager.pm.get_plugin(entry_point.name)
             if plugin is not None:
                 manager.pm.unregister(plugin)
-            broken = BrokenPlugin(entry_point.name, entry_point.value, f"{type(exc).__name__}: {exc}")
+            broken = BrokenPlugin(
+                entry_point.name, entry_point.value, f"{type(exc).__name__}: {exc}"
+            )
             manager.broken.append(broken)
-            log.warning("outlast plugin %r (%s) could not be loaded: %s", broken.name, broken.value, broken.error)
+            log.warning(
+                "outlast plugin %r (%s) could not be loaded: %s",
+                broken.name,
+                broken.value,
+                broken.error,
+            )
     return manager
 
 
@@ -86,7 +93,7 @@ def backends() -> list[BackendInfo]:
     return sorted(found, key=lambda info: info.name)
 
 
-def open(url: str | None = None, **options: Any) -> CheckpointerFactory:  # noqa: A001 - mirrors builtins.open on purpose: outlast.open(url)
+def open(url: str | None = None, **options: Any) -> CheckpointerFactory:
     """Open the store at ``url`` (default: ``$OUTLAST_URL``, else the local SQLite file).
 
     Keyword ``options`` override options of the URL's query. Raises
@@ -95,7 +102,9 @@ def open(url: str | None = None, **options: Any) -> CheckpointerFactory:  # noqa
     """
     url = url or os.environ.get(URL_ENV) or DEFAULT_URL
     scheme = scheme_of(url)
-    factory: CheckpointerFactory | None = plugin_manager().hook.outlast_open(url=url, options=options)
+    factory: CheckpointerFactory | None = plugin_manager().hook.outlast_open(
+        url=url, options=options
+    )
     if factory is None:
         installed = sorted({s for info in backends() for s in info.schemes})
         broken = [b for b in broken_plugins() if KNOWN_PACKAGES.get(scheme, "").endswith(b.name)]
@@ -112,6 +121,5 @@ def emit(event: Any) -> None:
     for impl in plugin_manager().hook.outlast_event.get_hookimpls():
         try:
             impl.function(event=event)
-        except Exception:  # noqa: BLE001 - an observer must never break a run
+        except Exception:  # an observer must never break a run
             log.warning("outlast_event observer %r raised", impl.plugin_name, exc_info=True)
-

@@ -188,7 +188,9 @@ class CheckpointerFactory(Protocol):
         Raises RunExists when the run id exists in the namespace.
         """
 
-    async def interrupted(self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100) -> list[RunRecord]:
+    async def interrupted(
+        self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
+    ) -> list[RunRecord]:
         """Runs still ``running`` whose lease expired or was released.
 
         The boot-recovery work list, oldest lease first. Corrupt records are

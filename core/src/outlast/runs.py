@@ -14,7 +14,7 @@ from outlast import codec
 from outlast.messages import JSON, Message, PhaseOutput
 from outlast.model import Model, Tool
 
-Critic = Callable[[Sequence[Message]], "str | None | Awaitable[str | None]"]
+Critic = Callable[[Sequence[Message]], "str | Awaitable[str | None] | None"]
 """Called after every step with the transcript; return a reason to kill the run, or None."""
 
 PhasePrompt = Callable[[JSON, Sequence[PhaseOutput]], "str | Sequence[Message]"]
@@ -98,7 +98,11 @@ class Plan:
             messages.append(Message.user(text))
         first = messages[0]
         messages[0] = Message(
-            first.role, first.content, first.tool_calls, first.tool_call_id, first.name,
+            first.role,
+            first.content,
+            first.tool_calls,
+            first.tool_call_id,
+            first.name,
             {**first.meta, "phase": phase.name},
         )
         return messages

@@ -39,8 +39,7 @@ def scheme_of(url: str) -> str:
     scheme = urlsplit(url).scheme.lower()
     if not scheme or "://" not in url:
         raise ConfigurationError(
-            f"{redact(url)!r} is not a store URL; expected scheme://..., "
-            f"for example {DEFAULT_URL}"
+            f"{redact(url)!r} is not a store URL; expected scheme://..., for example {DEFAULT_URL}"
         )
     return scheme
 

@@ -175,7 +175,9 @@ class MemoryStore:
             self._space.runs[key] = _Run(record, start.lease, input_text)
         return MemoryCheckpointer(self, key, 1, SaveCursor())
 
-    async def interrupted(self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100) -> list[RunRecord]:
+    async def interrupted(
+        self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
+    ) -> list[RunRecord]:
         now = time.time()
         with self._space.lock:
             found = [
@@ -283,4 +285,3 @@ class MemoryStore:
         phases = codec.decode_all(run.phases, run_id, codec.decode_phase)
         history = codec.decode_all(run.segments.get(len(phases), ()), run_id, codec.decode_message)
         return CheckpointState(history, phases)
-
