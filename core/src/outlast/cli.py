@@ -1,0 +1,272 @@
+"""The ``outlast`` command line (click)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import importlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from outlast.errors import OutlastError
+from outlast.executor import Executor
+from outlast.plugins import backends, broken_plugins
+from outlast.plugins import open as open_store
+from outlast.ports import DEFAULT_NAMESPACE, CheckpointerFactory, RunRecord, RunStatus
+from outlast.urls import DEFAULT_URL, URL_ENV, redact
+
+T = TypeVar("T")
+
+url_option = click.option(
+    "--url",
+    envvar=URL_ENV,
+    default=DEFAULT_URL,
+    show_default=True,
+    help=f"Store URL (or ${URL_ENV}).",
+)
+namespace_option = click.option(
+    "--namespace", "-n", default=DEFAULT_NAMESPACE, show_default=True, help="Run namespace."
+)
+
+
+def _run(coro: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except OutlastError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _with_store(url: str, use: Callable[[CheckpointerFactory], Awaitable[T]]) -> T:
+    store = open_store(url)
+    try:
+        return await use(store)
+    finally:
+        await store.close()
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log outlast's INFO messages.")
+@click.version_option(package_name="outlast")
+def main(verbose: bool) -> None:
+    """outlast: LLM-agent runs that outlast the process running them."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+
+
+@main.command()
+@url_option
+def demo(url: str) -> None:
+    """Run a plan, SIGTERM its worker mid-phase, recover it in this process."""
+    from outlast.demo import run_demo
+
+    _run(run_demo(url))
+
+
+@main.command(name="backends")
+def list_backends() -> None:
+    """List the installed backends, their URL schemes and versions."""
+    for info in backends():
+        schemes = ", ".join(f"{s}://" for s in info.schemes)
+        extra = f"  [{', '.join(info.capabilities)}]" if info.capabilities else ""
+        click.echo(f"{info.name:<10} {schemes:<32} {info.package} {info.version}{extra}")
+    for broken in broken_plugins():
+        click.echo(f"{broken.name:<10} BROKEN ({broken.value}): {broken.error}", err=True)
+
+
+@main.group()
+def runs() -> None:
+    """Inspect and delete stored runs."""
+
+
+@runs.command(name="list")
+@url_option
+@namespace_option
+@click.option("--status", type=click.Choice([s.value for s in RunStatus]), default=None)
+@click.option("--limit", default=50, show_default=True, help="Runs per page.")
+@click.option("--all", "all_pages", is_flag=True, help="Follow every page.")
+def list_runs(url: str, namespace: str, status: str | None, limit: int, all_pages: bool) -> None:
+    """List runs: id, status, epoch, attempts, kind, last update."""
+
+    async def use(store: CheckpointerFactory) -> list[RunRecord]:
+        found: list[RunRecord] = []
+        cursor = None
+        while True:
+            page = await store.list(namespace, RunStatus(status) if status else None, limit, cursor)
+            found.extend(page.records)
+            cursor = page.next_cursor
+            if not all_pages or cursor is None:
+                return found
+
+    records = _run(_with_store(url, use))
+    if not records:
+        click.echo(f"no runs in namespace {namespace!r} of {redact(url)}")
+        return
+    click.echo(f"{'RUN ID':<36} {'STATUS':<10} {'EPOCH':>5} {'TRIES':>5}  {'KIND':<20} UPDATED")
+    for r in records:
+        click.echo(
+            f"{r.run_id:<36} {r.status.value:<10} {r.epoch:>5} {r.attempts:>5}  "
+            f"{r.kind:<20} {_when(r.updated_at)}"
+        )
+
+
+@runs.command(name="show")
+@click.argument("run_id")
+@url_option
+@namespace_option
+def show_run(run_id: str, url: str, namespace: str) -> None:
+    """Show one run: status, epoch, attempts, phases, transcript length."""
+    stored = _run(_with_store(url, lambda store: store.load(run_id, namespace)))
+    if stored is None:
+        raise click.ClickException(f"no run {run_id!r} in namespace {namespace!r}")
+    r = stored.record
+    rows = [
+        ("run id", r.run_id),
+        ("namespace", r.namespace),
+        ("kind", r.kind),
+        ("status", r.status.value),
+        ("epoch", str(r.epoch)),
+        ("attempts", str(r.attempts)),
+        ("owner", r.owner or "-"),
+        ("lease expires", _when(r.lease_expires_at)),
+        ("created", _when(r.created_at)),
+        ("updated", _when(r.updated_at)),
+        ("completed phases", ", ".join(p.name for p in stored.state.phases) or "-"),
+        ("transcript", f"{len(stored.state.history)} messages"),
+    ]
+    if r.error is not None:
+        rows.append(("error", r.error))
+    if r.status is RunStatus.COMPLETED:
+        rows.append(("result", repr(r.result)))
+    for label, value in rows:
+        click.echo(f"{label + ':':<18} {value}")
+
+
+@runs.command(name="delete")
+@click.argument("run_id")
+@url_option
+@namespace_option
+def delete_run(run_id: str, url: str, namespace: str) -> None:
+    """Delete a run and everything stored for it."""
+    if not _run(_with_store(url, lambda store: store.delete(run_id, namespace))):
+        raise click.ClickException(f"no run {run_id!r} in namespace {namespace!r}")
+    click.echo(f"deleted {run_id}")
+
+
+def _load_app(spec: str, store: CheckpointerFactory) -> Executor:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise click.BadParameter(f"{spec!r} is not module:object", param_hint="APP")
+    sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="APP") from exc
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise click.BadParameter(f"{module_name!r} has no {attribute!r}", param_hint="APP")
+    if isinstance(target, Executor):
+        if target.store is None:
+            target.store = store
+        return target
+    if callable(target):
+        built = target(store)
+        if isinstance(built, Executor):
+            return built
+    raise click.BadParameter(
+        f"{spec} must be an Executor or a callable taking the store and returning one",
+        param_hint="APP",
+    )
+
+
+@main.command()
+@click.argument("app")
+@url_option
+@click.option("--limit", default=100, show_default=True, help="Most runs to recover.")
+def recover(app: str, url: str, limit: int) -> None:
+    """Claim and continue interrupted runs of APP (module:object: an Executor,
+    or a callable taking the store and returning one)."""
+
+    async def use(store: CheckpointerFactory) -> int:
+        executor = _load_app(app, store)
+        candidates = await (executor.store or store).interrupted(executor.namespace, limit)
+        click.echo(f"{len(candidates)} interrupted run(s) in namespace {executor.namespace!r}")
+        with click.progressbar(length=len(candidates), label="recovering") as bar:
+
+            def progress(record: RunRecord, outcome: str) -> None:
+                bar.update(1)
+                click.echo(f"  {record.run_id}: {outcome}")
+
+            with executor.handle_signals():
+                report = await executor.recover(limit=limit, progress=progress)
+        for run_id, error in report.errors.items():
+            click.echo(f"  {run_id}: {type(error).__name__}: {error}", err=True)
+        for run_id, reason in report.skipped.items():
+            click.echo(f"  {run_id}: skipped: {reason}", err=True)
+        click.echo(
+            f"recovered {len(report.results)}, failed {len(report.errors)}, "
+            f"skipped {len(report.skipped)}"
+        )
+        return 1 if report.errors else 0
+
+    sys.exit(_run(_with_store(url, use)))
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``15m``, ``12h``, ``7d`` -> seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a duration like 30s, 15m, 12h or 7d")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+
+
+@main.command()
+@url_option
+@namespace_option
+@click.option(
+    "--older-than", default="7d", show_default=True, help="Age of terminal runs to remove."
+)
+def gc(url: str, namespace: str, older_than: str) -> None:
+    """Retention: delete completed and failed runs older than --older-than."""
+    seconds = parse_duration(older_than)
+    removed = _run(_with_store(url, lambda store: store.purge(seconds, namespace)))
+    click.echo(f"removed {removed} terminal run(s) older than {older_than} from {namespace!r}")
+
+
+@main.command()
+@click.argument("url", envvar=URL_ENV)
+def migrate(url: str) -> None:
+    """Create or upgrade the store's schema (idempotent; stores without one need nothing)."""
+
+    async def use(store: CheckpointerFactory) -> bool:
+        step = getattr(store, "migrate", None)
+        if step is None:
+            return False
+        await step()
+        return True
+
+    if _run(_with_store(url, use)):
+        click.echo(f"{redact(url)}: schema is up to date")
+    else:
+        click.echo(f"{redact(url)}: this backend has no schema to migrate")
