@@ -1,0 +1,460 @@
+"""``sqlite:///path``: the embedded durable store (stdlib :mod:`sqlite3`, no server).
+
+URLs
+    ``sqlite:///relative/path.db`` is relative to the working directory at the
+    moment the store is opened; ``sqlite:////absolute/path.db`` is absolute.
+    outlast's default URL is ``sqlite:///./.outlast/runs.db``. The file and its
+    directory are created on first use (opening a store touches nothing).
+
+Options (URL query ``?busy_timeout=30`` or keyword ``outlast.open(url, busy_timeout=30)``)
+    ``busy_timeout``: seconds a statement waits for another connection's write
+    lock before giving up with :class:`~outlast.errors.StoreUnavailable`
+    (default 5). There is no retention option: terminal runs are removed by
+    ``purge`` (``outlast gc``).
+
+Concurrency
+    Any number of stores, in any number of processes on one machine, may share
+    a file. Each store owns one connection, used by one worker thread of its
+    own, so the event loop never blocks on disk I/O. Every write is one
+    ``BEGIN IMMEDIATE`` transaction that checks the run's epoch and status
+    before writing anything, so writers in different processes serialise and
+    a fenced checkpointer writes nothing. A claim is one conditional UPDATE in
+    such a transaction: of concurrent claimers exactly one wins. Do not put the
+    file on a network filesystem: SQLite's locking is unreliable there.
+
+Clocks
+    Lease expiry is ``time.time()`` of the process doing the write or the
+    query. Processes sharing a file share a machine and so one clock: no skew
+    between writers is tolerated or needed. A jump of the system clock only
+    changes *when* a run counts as abandoned, never safety, which rests on the
+    epoch alone.
+
+Layout
+    One ``runs`` row per run, one ``messages`` row per transcript message and
+    one ``phases`` row per completed phase (see
+    :mod:`outlast.stores.sqlite_schema`). A save inserts only the new rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from outlast import codec
+from outlast.delta import Delta, SaveCursor
+from outlast.errors import (
+    ConfigurationError,
+    LeaseLost,
+    RunExists,
+    RunNotFound,
+    StoreError,
+)
+from outlast.messages import JSON
+from outlast.ports import (
+    DEFAULT_NAMESPACE,
+    CheckpointState,
+    Claim,
+    ResumeState,
+    RunPage,
+    RunRecord,
+    RunStart,
+    RunStatus,
+    StoredRun,
+    validate_lease,
+    validate_start,
+)
+from outlast.stores.sqlite_schema import (
+    COLUMNS,
+    connect,
+    load_run,
+    parseable_records,
+    read_transaction,
+    translate,
+    write_transaction,
+)
+from outlast.urls import merge_options, redact
+
+T = TypeVar("T")
+
+DEFAULT_BUSY_TIMEOUT = 5.0
+OPTIONS = frozenset({"busy_timeout"})
+
+_RUNNING = RunStatus.RUNNING.value
+# Appended to every checkpointer UPDATE: the epoch check of the fencing rule.
+_OWNED = " WHERE namespace = ? AND run_id = ? AND epoch = ? AND status = ?"
+
+
+def open_sqlite(url: str, options: Mapping[str, Any]) -> SqliteStore:
+    """The store a ``sqlite://`` URL names; ConfigurationError when it is wrong."""
+    merged = merge_options(url, options, known=set(OPTIONS))
+    busy_timeout = _seconds(merged.get("busy_timeout", DEFAULT_BUSY_TIMEOUT), "busy_timeout")
+    return SqliteStore(path_of(url), busy_timeout=busy_timeout)
+
+
+def path_of(url: str) -> Path:
+    """The absolute file path of a ``sqlite:///...`` URL."""
+    parts = urlsplit(url)
+    forms = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+    if parts.netloc:
+        raise ConfigurationError(
+            f"{redact(url)!r}: a sqlite URL names a file, not a host; write {forms}"
+        )
+    path = unquote(parts.path).removeprefix("/")
+    if not path or path.endswith("/"):
+        raise ConfigurationError(f"{redact(url)!r} names no database file; write {forms}")
+    if path == ":memory:":
+        raise ConfigurationError(
+            "an in-memory SQLite database is not durable; use memory:// for a store "
+            "that lives in this process"
+        )
+    return Path(os.path.abspath(path))
+
+
+def _seconds(value: object, name: str) -> float:
+    try:
+        seconds = float(value)  # type: ignore[arg-type]  # any bad value lands in except
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+class SqliteCheckpointer:
+    """One run's record in a SQLite file, held at one epoch."""
+
+    def __init__(
+        self, store: SqliteStore, namespace: str, run_id: str, epoch: int, cursor: SaveCursor
+    ) -> None:
+        self._store = store
+        self._namespace = namespace
+        self._run_id = run_id
+        self._epoch = epoch
+        self._cursor = cursor
+
+    def __repr__(self) -> str:
+        return f"SqliteCheckpointer(run_id={self._run_id!r}, epoch={self._epoch})"
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    @property
+    def namespace(self) -> str:
+        return self._namespace
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    async def save(self, state: CheckpointState) -> None:
+        delta = self._cursor.delta(state)
+        await self._store._call(lambda conn: self._write_delta(conn, delta))
+        # Only now is the delta durable; a failed save is retried by the next.
+        self._cursor = delta.after
+
+    async def complete(self, result: JSON) -> None:
+        result_text = codec.dumps(result)
+
+        def job(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                self._owned_update(
+                    conn,
+                    "UPDATE runs SET status = ?, result = ?, lease_expires_at = NULL, "
+                    "updated_at = ?",
+                    (RunStatus.COMPLETED.value, result_text, time.time()),
+                )
+                key = (self._namespace, self._run_id)
+                conn.execute("DELETE FROM messages WHERE namespace = ? AND run_id = ?", key)
+                conn.execute("DELETE FROM phases WHERE namespace = ? AND run_id = ?", key)
+
+        await self._store._call(job)
+
+    async def fail(self, error: str) -> None:
+        await self._owned_write(
+            "UPDATE runs SET status = ?, error = ?, lease_expires_at = NULL, updated_at = ?",
+            lambda now: (RunStatus.FAILED.value, error, now),
+        )
+
+    async def release(self) -> None:
+        await self._owned_write(
+            "UPDATE runs SET lease_expires_at = NULL, updated_at = ?", lambda now: (now,)
+        )
+
+    async def renew(self) -> None:
+        await self._owned_write(
+            "UPDATE runs SET lease_expires_at = ? + lease_seconds, updated_at = ?",
+            lambda now: (now, now),
+        )
+
+    def _write_delta(self, conn: sqlite3.Connection, delta: Delta) -> None:
+        # Encoded before BEGIN so the write lock is held only for the I/O.
+        ns, run_id = self._namespace, self._run_id
+        phases = [
+            (ns, run_id, delta.first_phase + i, codec.encode_phase(phase))
+            for i, phase in enumerate(delta.phases)
+        ]
+        messages = [
+            (ns, run_id, delta.segment, delta.first_message + i, codec.encode_message(message))
+            for i, message in enumerate(delta.messages)
+        ]
+        with write_transaction(conn):
+            # Also for an empty delta: a fenced writer must learn it is fenced.
+            self._owned_update(conn, "UPDATE runs SET updated_at = ?", (time.time(),))
+            # OR REPLACE only ever meets rows at or past the durable cursor (a
+            # save whose commit succeeded but whose caller never heard back).
+            conn.executemany(
+                "INSERT OR REPLACE INTO phases (namespace, run_id, idx, body) VALUES (?, ?, ?, ?)",
+                phases,
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO messages (namespace, run_id, segment, seq, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                messages,
+            )
+
+    async def _owned_write(self, update: str, values: Callable[[float], tuple[Any, ...]]) -> None:
+        def job(conn: sqlite3.Connection) -> None:
+            with write_transaction(conn):
+                self._owned_update(conn, update, values(time.time()))
+
+        await self._store._call(job)
+
+    def _owned_update(self, conn: sqlite3.Connection, update: str, values: tuple[Any, ...]) -> None:
+        """Run ``update`` only while this epoch owns the running run, else LeaseLost.
+
+        Called inside a write transaction, whose rollback undoes the rest.
+        """
+        owned = (self._namespace, self._run_id, self._epoch, _RUNNING)
+        if conn.execute(update + _OWNED, (*values, *owned)).rowcount == 1:
+            return
+        row = conn.execute(
+            "SELECT epoch, status FROM runs WHERE namespace = ? AND run_id = ?",
+            (self._namespace, self._run_id),
+        ).fetchone()
+        if row is None:
+            raise LeaseLost(self._run_id, self._epoch, "the run was deleted")
+        if row["epoch"] == self._epoch:
+            raise LeaseLost(self._run_id, self._epoch, f"the run is {row['status']}")
+        raise LeaseLost(self._run_id, self._epoch, f"epoch {row['epoch']} owns it now")
+
+
+class SqliteStore:
+    """A CheckpointerFactory in one SQLite file, shareable by processes on this machine."""
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        # One thread owns the one connection: sqlite3 work never runs on the loop.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outlast-sqlite")
+        self._conn: sqlite3.Connection | None = None  # touched by the worker only
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"SqliteStore(path={str(self.path)!r})"
+
+    async def begin(self, start: RunStart) -> SqliteCheckpointer:
+        validate_start(start)
+        input_text = codec.dumps(start.input)
+
+        def job(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            try:
+                conn.execute(
+                    "INSERT INTO runs (namespace, run_id, kind, input, status, epoch, attempts, "
+                    "owner, lease_seconds, lease_expires_at, created_at, updated_at, "
+                    "format_version) VALUES (?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?)",
+                    (
+                        start.namespace,
+                        start.run_id,
+                        start.kind,
+                        input_text,
+                        _RUNNING,
+                        start.owner,
+                        start.lease,
+                        now + start.lease,
+                        now,
+                        now,
+                        codec.FORMAT_VERSION,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise RunExists(start.run_id, start.namespace) from exc
+
+        await self._call(job)
+        return SqliteCheckpointer(self, start.namespace, start.run_id, 1, SaveCursor())
+
+    async def interrupted(
+        self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
+    ) -> list[RunRecord]:
+        def job(conn: sqlite3.Connection) -> list[RunRecord]:
+            query = (
+                f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND status = ? "
+                "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
+                "ORDER BY COALESCE(lease_expires_at, 0), run_id"
+            )
+            with closing(conn.execute(query, (namespace, _RUNNING, time.time()))) as rows:
+                return parseable_records(rows, limit)
+
+        return await self._call(job)
+
+    async def claim(
+        self, run_id: str, *, owner: str, lease: float, namespace: str = DEFAULT_NAMESPACE
+    ) -> Claim | None:
+        validate_lease(lease)
+
+        def job(conn: sqlite3.Connection) -> tuple[RunRecord, CheckpointState] | None:
+            now = time.time()
+            with write_transaction(conn):
+                taken = conn.execute(
+                    "UPDATE runs SET epoch = epoch + 1, attempts = attempts + 1, owner = ?, "
+                    "lease_seconds = ?, lease_expires_at = ?, updated_at = ? "
+                    "WHERE namespace = ? AND run_id = ? AND status = ? "
+                    "AND (lease_expires_at IS NULL OR lease_expires_at <= ?)",
+                    (owner, lease, now + lease, now, namespace, run_id, _RUNNING, now),
+                ).rowcount
+                if not taken:
+                    return None
+                # A record or transcript that does not parse raises here and
+                # rolls the claim back: a corrupt run is never taken over.
+                return load_run(conn, namespace, run_id)
+
+        won = await self._call(job)
+        if won is None:
+            return None
+        record, state = won
+        cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
+        checkpointer = SqliteCheckpointer(self, namespace, run_id, record.epoch, cursor)
+        return Claim(checkpointer, ResumeState(state.history, state.phases), record)
+
+    async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
+        def job(conn: sqlite3.Connection) -> StoredRun | None:
+            with read_transaction(conn):
+                found = load_run(conn, namespace, run_id)
+            return None if found is None else StoredRun(*found)
+
+        return await self._call(job)
+
+    async def list(
+        self,
+        namespace: str = DEFAULT_NAMESPACE,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> RunPage:
+        def job(conn: sqlite3.Connection) -> list[RunRecord]:
+            query = f"SELECT {COLUMNS} FROM runs WHERE namespace = ?"
+            params: list[Any] = [namespace]
+            if status is not None:
+                query += " AND status = ?"
+                params.append(RunStatus(status).value)
+            if cursor is not None:
+                query += " AND run_id > ?"
+                params.append(cursor)
+            with closing(conn.execute(query + " ORDER BY run_id", params)) as rows:
+                # One more than a page tells whether another page follows.
+                return parseable_records(rows, limit + 1)
+
+        records = await self._call(job)
+        page = tuple(records[:limit])
+        more = len(records) > limit
+        return RunPage(page, page[-1].run_id if more and page else None)
+
+    async def delete(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
+            key = (namespace, run_id)
+            with write_transaction(conn):
+                conn.execute("DELETE FROM messages WHERE namespace = ? AND run_id = ?", key)
+                conn.execute("DELETE FROM phases WHERE namespace = ? AND run_id = ?", key)
+                removed = conn.execute("DELETE FROM runs WHERE namespace = ? AND run_id = ?", key)
+                return removed.rowcount > 0
+
+        return await self._call(job)
+
+    async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
+        def job(conn: sqlite3.Connection) -> int:
+            doomed = "namespace = ? AND status != ? AND updated_at < ?"
+            params = (namespace, _RUNNING, time.time() - older_than)
+            with write_transaction(conn):
+                for table in ("messages", "phases"):
+                    conn.execute(
+                        f"DELETE FROM {table} WHERE namespace = ? "
+                        f"AND run_id IN (SELECT run_id FROM runs WHERE {doomed})",
+                        (namespace, *params),
+                    )
+                return conn.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount
+
+        return await self._call(job)
+
+    async def close(self) -> None:
+        """Close the connection and stop the worker; later calls raise StoreError."""
+        if self._closed:
+            return
+        self._closed = True  # before awaiting: nothing new is queued behind the close
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._worker, self._disconnect)
+        finally:
+            self._worker.shutdown(wait=False)
+
+    async def corrupt(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> None:
+        """Damage a run's saved transcript (for the conformance suite's corrupt-record tests).
+
+        Appends a message that is not JSON to the current segment, so ``load``
+        and ``claim`` raise CorruptCheckpoint.
+        """
+
+        def job(conn: sqlite3.Connection) -> None:
+            key = (namespace, run_id)
+            with write_transaction(conn):
+                if (
+                    conn.execute(
+                        "SELECT 1 FROM runs WHERE namespace = ? AND run_id = ?", key
+                    ).fetchone()
+                    is None
+                ):
+                    raise RunNotFound(run_id, namespace)
+                segment = conn.execute(
+                    "SELECT COUNT(*) FROM phases WHERE namespace = ? AND run_id = ?", key
+                ).fetchone()[0]
+                seq = conn.execute(
+                    "SELECT COUNT(*) FROM messages WHERE namespace = ? AND run_id = ? "
+                    "AND segment = ?",
+                    (*key, segment),
+                ).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO messages (namespace, run_id, segment, seq, body) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*key, segment, seq, "{not json"),
+                )
+
+        await self._call(job)
+
+    async def _call(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job`` with the connection on the worker thread."""
+        if self._closed:
+            raise StoreError(f"{self!r} is closed; open a new store with outlast.open(url)")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._worker, self._run, job)
+
+    def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            if self._conn is None:
+                self._conn = connect(self.path, self.busy_timeout)
+            return job(self._conn)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path, self.busy_timeout) from exc
+
+    def _disconnect(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

@@ -1,0 +1,279 @@
+"""The SQLite store's file: connection settings, tables, reading rows, driver errors.
+
+Kept apart from :mod:`outlast.stores.sqlite` (which holds the store's
+semantics: fencing, claims, deltas) because everything here is about the
+database file itself: how it is opened, which tables it holds, how a row
+becomes a record, and what a driver error means to the user.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from outlast import codec
+from outlast.errors import (
+    ConfigurationError,
+    CorruptCheckpoint,
+    OutlastError,
+    StoreError,
+    StoreUnavailable,
+)
+from outlast.ports import CheckpointState, RunRecord, RunStatus
+
+log = logging.getLogger("outlast.stores.sqlite")
+
+SCHEMA_VERSION = 1
+"""Kept in ``PRAGMA user_version``; a newer one means a newer outlast wrote the file."""
+
+COLUMNS = (
+    "namespace, run_id, kind, input, status, epoch, attempts, owner, lease_expires_at, "
+    "result, error, created_at, updated_at, format_version"
+)
+"""The ``runs`` columns :func:`record_of` reads, in a SELECT's column list."""
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS runs (
+        namespace        TEXT    NOT NULL,
+        run_id           TEXT    NOT NULL,
+        kind             TEXT    NOT NULL,
+        input            TEXT    NOT NULL,
+        status           TEXT    NOT NULL,
+        epoch            INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL,
+        owner            TEXT    NOT NULL,
+        lease_seconds    REAL    NOT NULL,
+        lease_expires_at REAL,
+        result           TEXT,
+        error            TEXT,
+        created_at       REAL    NOT NULL,
+        updated_at       REAL    NOT NULL,
+        format_version   INTEGER NOT NULL,
+        PRIMARY KEY (namespace, run_id)
+    )
+    """,
+    # interrupted(): running runs of a namespace whose lease is NULL or past.
+    """
+    CREATE INDEX IF NOT EXISTS runs_interrupted
+        ON runs (namespace, status, lease_expires_at)
+    """,
+    # One row per transcript message; ``segment`` is the number of phases
+    # completed when it was saved, ``seq`` its position in that segment.
+    """
+    CREATE TABLE IF NOT EXISTS messages (
+        namespace TEXT    NOT NULL,
+        run_id    TEXT    NOT NULL,
+        segment   INTEGER NOT NULL,
+        seq       INTEGER NOT NULL,
+        body      TEXT    NOT NULL,
+        PRIMARY KEY (namespace, run_id, segment, seq)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS phases (
+        namespace TEXT    NOT NULL,
+        run_id    TEXT    NOT NULL,
+        idx       INTEGER NOT NULL,
+        body      TEXT    NOT NULL,
+        PRIMARY KEY (namespace, run_id, idx)
+    )
+    """,
+)
+
+
+def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+    """Open ``path`` (creating its directory), set it up, migrate the schema.
+
+    The connection is in autocommit mode (``isolation_level=None``): every
+    transaction is opened explicitly, writes with ``BEGIN IMMEDIATE``.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"cannot create the directory of SQLite database {str(path)!r} ({exc}); "
+            "point the sqlite:// URL at a writable location"
+        ) from exc
+    # Opened, used and closed by the store's one worker thread only.
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        # WAL: readers never block the writer and a commit is one append to the
+        # log. synchronous=NORMAL under WAL keeps every committed transaction
+        # across a process crash (kill -9), which is the failure model outlast
+        # recovers from; only an OS crash or power cut may lose the last
+        # commits (never corrupting the file). FULL would add an fsync to
+        # every save.
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        migrate(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Create the schema if missing; idempotent and safe between processes."""
+    if _user_version(conn, path) == SCHEMA_VERSION:
+        return
+    with write_transaction(conn):
+        # Re-read under the write lock: another process may have migrated.
+        version = _user_version(conn, path)
+        if version == SCHEMA_VERSION:
+            return
+        for statement in _SCHEMA:
+            conn.execute(statement)
+        # PRAGMA takes no parameters; SCHEMA_VERSION is a constant int.
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+
+def _user_version(conn: sqlite3.Connection, path: Path) -> int:
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise ConfigurationError(
+            f"SQLite database {str(path)!r} has schema version {version}, newer than "
+            f"this outlast understands ({SCHEMA_VERSION}); upgrade outlast "
+            "(`pip install -U outlast`) in every process that uses this file"
+        )
+    return version
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception.
+
+    IMMEDIATE takes the write lock up front (waiting up to busy_timeout), so
+    two processes writing one file serialise instead of failing on a lock
+    upgrade half-way through a transaction.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.execute("COMMIT")
+
+
+@contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """A consistent snapshot across several SELECTs (WAL readers never block)."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        conn.rollback()
+
+
+def translate(exc: sqlite3.Error, path: Path, busy_timeout: float) -> OutlastError:
+    """The outlast error for a driver error, with what the user should do."""
+    where = f"SQLite database {str(path)!r}"
+    code = (exc.sqlite_errorcode or 0) & 0xFF  # the primary code of an extended one
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreUnavailable(
+            f"{where} stayed locked by another connection for more than "
+            f"busy_timeout={busy_timeout:g}s; retry, or raise the timeout "
+            "(sqlite:///...?busy_timeout=30)"
+        )
+    if code == sqlite3.SQLITE_CANTOPEN:
+        return StoreUnavailable(
+            f"cannot open {where}; check that its directory exists and that this "
+            "process may read and write it"
+        )
+    if code == sqlite3.SQLITE_NOTADB:
+        return ConfigurationError(
+            f"{str(path)!r} is not a SQLite database; point the sqlite:// URL at a new "
+            "file or at an outlast database"
+        )
+    if code == sqlite3.SQLITE_READONLY:
+        return StoreUnavailable(
+            f"{where} is read-only; give this process write access to the file and its directory"
+        )
+    if code in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
+        return StoreUnavailable(f"{where}: disk I/O failed ({exc}); check free space and the disk")
+    if code == sqlite3.SQLITE_CORRUPT:
+        return StoreError(f"{where} is damaged ({exc}); restore it from a backup")
+    return StoreError(f"{where}: {exc}")
+
+
+def load_run(
+    conn: sqlite3.Connection, namespace: str, run_id: str
+) -> tuple[RunRecord, CheckpointState] | None:
+    """The run's record and progress, inside the caller's transaction."""
+    row = conn.execute(
+        f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND run_id = ?", (namespace, run_id)
+    ).fetchone()
+    if row is None:
+        return None
+    record = record_of(row)
+    key = (namespace, run_id)
+    phase_rows = conn.execute(
+        "SELECT idx, body FROM phases WHERE namespace = ? AND run_id = ? ORDER BY idx", key
+    )
+    phases = codec.decode_all(_in_order(phase_rows, run_id, "phase"), run_id, codec.decode_phase)
+    # The current segment's messages: those saved after the last completed phase.
+    message_rows = conn.execute(
+        "SELECT seq, body FROM messages WHERE namespace = ? AND run_id = ? AND segment = ? "
+        "ORDER BY seq",
+        (*key, len(phases)),
+    )
+    history = codec.decode_all(
+        _in_order(message_rows, run_id, "message"), run_id, codec.decode_message
+    )
+    return record, CheckpointState(history, phases)
+
+
+def _in_order(rows: Iterable[sqlite3.Row], run_id: str, what: str) -> list[str | bytes]:
+    """The bodies of ``(position, body)`` rows, which must number 0, 1, 2, ..."""
+    bodies: list[str | bytes] = []
+    for position, (index, body) in enumerate(rows):
+        if index != position:
+            raise CorruptCheckpoint(run_id, f"{what} {position} is missing")
+        bodies.append(body)
+    return bodies
+
+
+def record_of(row: sqlite3.Row) -> RunRecord:
+    """A ``runs`` row as a RunRecord; CorruptCheckpoint when it does not parse."""
+    run_id: str = row["run_id"]
+    codec.check_version(row["format_version"], run_id)
+    try:
+        status = RunStatus(row["status"])
+    except ValueError as exc:
+        raise CorruptCheckpoint(run_id, f"unknown status {row['status']!r}") from exc
+    result_text = row["result"]
+    return RunRecord(
+        run_id=run_id,
+        namespace=row["namespace"],
+        kind=row["kind"],
+        input=codec.loads(row["input"], run_id),
+        status=status,
+        epoch=row["epoch"],
+        attempts=row["attempts"],
+        owner=row["owner"],
+        lease_expires_at=row["lease_expires_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        result=None if result_text is None else codec.loads(result_text, run_id),
+        error=row["error"],
+    )
+
+
+def parseable_records(rows: Iterable[sqlite3.Row], limit: int) -> list[RunRecord]:
+    """Up to ``limit`` records of ``rows``, skipping (and logging) corrupt ones."""
+    records: list[RunRecord] = []
+    for row in rows:
+        if len(records) >= limit:
+            break
+        try:
+            records.append(record_of(row))
+        except CorruptCheckpoint as exc:
+            log.warning(
+                "skipping run %r in namespace %r: %s", exc.run_id, row["namespace"], exc.detail
+            )
+    return records
