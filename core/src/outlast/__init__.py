@@ -46,6 +46,10 @@ from outlast.throttle import ThrottledCheckpointer
 from outlast.urls import DEFAULT_URL, BackendInfo, redact
 
 __all__ = [
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_URL",
+    "FORMAT_VERSION",
+    "JSON",
     "Agent",
     "BackendInfo",
     "CheckpointState",
@@ -56,15 +60,11 @@ __all__ = [
     "ConfigurationError",
     "CorruptCheckpoint",
     "CriticKilled",
-    "DEFAULT_NAMESPACE",
-    "DEFAULT_URL",
     "DeadlineExceeded",
     "Delta",
     "Event",
     "EventKind",
     "Executor",
-    "FORMAT_VERSION",
-    "JSON",
     "LeaseLost",
     "Message",
     "Model",

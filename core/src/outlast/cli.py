@@ -270,3 +270,7 @@ def migrate(url: str) -> None:
         click.echo(f"{redact(url)}: schema is up to date")
     else:
         click.echo(f"{redact(url)}: this backend has no schema to migrate")
+
+
+if __name__ == "__main__":
+    main()

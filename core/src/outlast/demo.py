@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import click
 
+from outlast.errors import Shutdown
 from outlast.executor import Executor
 from outlast.messages import JSON, JSONObject, Message, ToolCall
 from outlast.model import ScriptedModel, Tool
@@ -28,6 +29,7 @@ from outlast.runs import Phase, Plan
 from outlast.urls import redact
 
 KIND = "demo.report"
+NAMESPACE = "outlast-demo"
 STALL_ENV = "OUTLAST_DEMO_STALL"
 
 
@@ -104,7 +106,7 @@ def report_plan(_input: JSON) -> Plan:
 
 def app(store: CheckpointerFactory) -> Executor:
     """The demo application, as ``outlast recover outlast.demo:app`` loads it."""
-    executor = Executor(store, owner=f"demo-pid-{os.getpid()}", lease=10.0)
+    executor = Executor(store, namespace=NAMESPACE, owner=f"demo-pid-{os.getpid()}", lease=10.0)
     executor.register(KIND, report_plan)
     return executor
 
@@ -115,6 +117,9 @@ async def _worker(url: str, run_id: str) -> int:
     try:
         with executor.handle_signals():
             await executor.run(KIND, {"topic": "durable agents"}, run_id=run_id)
+    except Shutdown:
+        _say("    worker: SIGTERM -> shutdown: run released for recovery; exiting")
+        return 0
     except Exception as exc:  # noqa: BLE001 - the worker reports how its run ended
         _say(f"    worker: run ended with {type(exc).__name__}: {exc}")
         return 3
@@ -131,7 +136,7 @@ async def _wait_for(
 ) -> StoredRun:
     """Poll the store until ``condition`` holds (the caller bounds the wait)."""
     while True:
-        stored = await store.load(run_id)
+        stored = await store.load(run_id, NAMESPACE)
         if stored is not None and condition(stored):
             return stored
         if worker.returncode is not None:
@@ -174,7 +179,7 @@ async def run_demo(url: str, wait: float = 60.0) -> str:
         if worker.returncode is None:
             worker.kill()
             await worker.wait()
-    released = await store.load(run_id)
+    released = await store.load(run_id, NAMESPACE)
     assert released is not None
     _say(
         f"   worker exited ({code}); the record is {released.record.status}, "
@@ -194,7 +199,8 @@ async def run_demo(url: str, wait: float = 60.0) -> str:
         f"\n4. Done. Same durable record: run {result.run_id}, epoch {result.epoch}.\n"
         f"   Skipped finished phases: {skipped}; 'draft' continued from "
         f"{len(stalled.state.history)} saved messages (only the stalled tool call ran again).\n"
-        f"   Final answer: {result.output}"
+        f"   Final answer: {result.output}\n"
+        f"   Inspect it: outlast runs show {run_id} --namespace {NAMESPACE}"
     )
     return str(result.output)
 
