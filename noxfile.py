@@ -1,0 +1,107 @@
+"""Developer and CI sessions: CI runs exactly these (see .ci/run).
+
+    nox -s demo        # the README's first command, in a scratch directory
+    nox -s tests       # every package's tests and the conformance suite, all backends
+    nox -s lint typecheck
+    nox -s core conformance postgres redis s3 jsondir   # one package at a time
+
+Service URLs come from OUTLAST_TEST_POSTGRES_URL / OUTLAST_TEST_REDIS_URL;
+OUTLAST_TEST_STRICT=1 turns a skipped backend into a failure (CI sets it).
+"""
+
+from __future__ import annotations
+
+import tempfile
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+CORE = "./core"
+CONFORMANCE = "./conformance_tests"
+ADAPTERS = {
+    "postgres": "./adapters/postgres",
+    "redis": "./adapters/redis",
+    "s3": "./adapters/s3",
+}
+JSONDIR = "./examples/jsondir"
+EVERYTHING = [CORE, CONFORMANCE, *ADAPTERS.values(), JSONDIR]
+TEST_DIRS = {
+    "core": ["core/tests"],
+    "conformance": ["conformance_tests/tests"],
+    "postgres": ["adapters/postgres/tests"],
+    "redis": ["adapters/redis/tests"],
+    "s3": ["adapters/s3/tests"],
+    "jsondir": ["examples/jsondir/tests"],
+}
+TOOLS = ["pytest>=8", "pytest-asyncio>=1.0", "moto[server]>=5.1"]
+
+
+def install(session: nox.Session, *packages: str) -> None:
+    """Install the local distributions (editable) plus the test tools."""
+    session.install(*TOOLS)
+    for package in packages:
+        session.install("-e", package)
+
+
+def pytest(session: nox.Session, *dirs: str) -> None:
+    session.run("python", "-m", "pytest", *dirs, *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Install core and run `outlast demo` on a SQLite file in a scratch directory."""
+    session.install(CORE)
+    with tempfile.TemporaryDirectory() as scratch:
+        session.chdir(scratch)
+        session.run("outlast", "demo")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every test of every package: core, conformance (memory, SQLite), adapters, example."""
+    install(session, *EVERYTHING)
+    pytest(session, *[d for dirs in TEST_DIRS.values() for d in dirs])
+
+
+def _package_session(name: str, dirs: list[str]) -> None:
+    def run(session: nox.Session) -> None:
+        install(session, *EVERYTHING)
+        pytest(session, *dirs)
+
+    run.__doc__ = f"Only the {name} tests ({', '.join(dirs)})."
+    nox.session(name=name)(run)
+
+
+for _name, _dirs in TEST_DIRS.items():
+    _package_session(_name, _dirs)
+
+
+@nox.session
+def standalone_conformance(session: nox.Session) -> None:
+    """The conformance plugin from a directory outside the repo after a plain pip install."""
+    session.run("bash", "conformance_tests/standalone_check.sh", external=True)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over every distribution's source."""
+    install(session, *EVERYTHING)
+    session.install("mypy", "boto3-stubs[s3]")
+    session.run(
+        "mypy",
+        "core/src",
+        "conformance_tests/src",
+        *[f"{path}/src" for path in ADAPTERS.values()],
+        "examples/jsondir/src",
+    )
