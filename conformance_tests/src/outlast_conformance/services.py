@@ -15,10 +15,18 @@ import pytest
 
 STRICT_ENV = "OUTLAST_TEST_STRICT"
 
+_forced_strict = False
+
+
+def force_strict() -> None:
+    """Make skipping an error for this process (pytest's ``--outlast-strict``)."""
+    global _forced_strict
+    _forced_strict = True
+
 
 def strict() -> bool:
     """True when skipping a service-backed test is an error (CI)."""
-    return os.environ.get(STRICT_ENV, "") not in ("", "0")
+    return _forced_strict or os.environ.get(STRICT_ENV, "") not in ("", "0")
 
 
 def service_url(env: str, default: str) -> str:
