@@ -607,3 +607,17 @@ async def test_resume_state_object_is_what_claim_returns(store: CheckpointerFact
     assert claimed.resume == ResumeState(history, ())
     assert claimed.record.kind == "k"
     assert claimed.record.input == {"x": 1}
+
+
+async def test_a_claimed_run_handed_to_a_shutting_down_executor_is_released(
+    store: CheckpointerFactory,
+) -> None:
+    cp = await store.begin(RunStart("r1", "k", None, owner="w1", lease=30))
+    await cp.release()
+    claimed = await claim(store, "r1")
+    executor = Executor(store)
+    executor.register("k", loop_agent([Message.assistant("x")], Recorder()))
+    executor.shutdown()
+    with pytest.raises(Shutdown):
+        await executor.run("k", resume=claimed.resume, checkpointer=claimed.checkpointer)
+    assert [r.run_id for r in await store.interrupted()] == ["r1"]

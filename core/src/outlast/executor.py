@@ -186,6 +186,8 @@ class Executor:
         Raises the run's error after finalizing; Shutdown when it was released.
         """
         if self._shutting_down:
+            if checkpointer is not None:  # a claimed run: hand it back at once
+                await uninterrupted(self._finalize(checkpointer, None, Shutdown()))
             raise Shutdown("the executor is shutting down; no new runs start")
         if checkpointer is None and kind not in self._kinds:
             raise ConfigurationError(
@@ -374,7 +376,7 @@ class Executor:
         while True:
             await asyncio.sleep(self.renew_interval)
             try:
-                await self._observed(EventKind.SAVE, cp, cp.renew())
+                await cp.renew()
             except LeaseLost as exc:
                 log.warning("outlast: run %s lost its lease (%s); stopping it", cp.run_id, exc)
                 lost.append(exc)
