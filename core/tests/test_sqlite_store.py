@@ -34,6 +34,7 @@ from outlast.errors import (
 from outlast.messages import Message, PhaseOutput, ToolCall
 from outlast.ports import CheckpointState, RunStart, RunStatus
 from outlast.stores.sqlite import SqliteStore, open_sqlite
+from outlast.stores.sqlite_schema import SCHEMA_VERSION
 
 TIMEOUT = 30.0
 
@@ -647,6 +648,17 @@ async def test_a_path_that_cannot_be_created_is_unavailable(tmp_path: Path) -> N
         await store.close()
 
 
+@pytest.mark.asyncio
+async def test_a_path_that_is_a_directory_cannot_be_opened(tmp_path: Path) -> None:
+    store = open_sqlite(url_of(tmp_path), {})
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot open") as info:
+            await store.begin(start())
+        assert str(tmp_path) in str(info.value)
+    finally:
+        await store.close()
+
+
 @contextmanager
 def write_lock_held(path: Path) -> Iterator[None]:
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
@@ -672,6 +684,15 @@ async def test_a_lock_held_past_busy_timeout_is_unavailable_then_recovers(
 
     await store.begin(start("second"))
     assert [r.run_id for r in (await store.list()).records] == ["first", "second"]
+
+
+@pytest.mark.asyncio
+async def test_migrate_creates_the_schema_once(sqlite_store: SqliteStore, db_path: Path) -> None:
+    await sqlite_store.migrate()
+    await sqlite_store.migrate()
+    assert query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    tables = query(db_path, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+    assert tables == [("messages",), ("phases",), ("runs",)]
 
 
 @pytest.mark.asyncio

@@ -24,10 +24,10 @@ Concurrency
 
 Clocks
     Lease expiry is ``time.time()`` of the process doing the write or the
-    query. Processes sharing a file share a machine and so one clock: no skew
-    between writers is tolerated or needed. A jump of the system clock only
-    changes *when* a run counts as abandoned, never safety, which rests on the
-    epoch alone.
+    query. Processes sharing a file run on one machine and read one clock, so
+    there is no skew between them to tolerate. A jump of that clock (an NTP
+    step) only changes *when* a run counts as abandoned, never safety, which
+    rests on the epoch alone.
 
 Layout
     One ``runs`` row per run, one ``messages`` row per transcript message and
@@ -121,8 +121,8 @@ def path_of(url: str) -> Path:
 
 def _seconds(value: object, name: str) -> float:
     try:
-        seconds = float(value)  # type: ignore[arg-type]  # any bad value lands in except
-    except (TypeError, ValueError):
+        seconds = float(str(value))  # URL query values arrive as text, keywords as numbers
+    except ValueError:
         seconds = math.nan
     if not (math.isfinite(seconds) and seconds >= 0):
         raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
@@ -394,6 +394,13 @@ class SqliteStore:
                 return conn.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount
 
         return await self._call(job)
+
+    async def migrate(self) -> None:
+        """Create the file and its schema now (``outlast migrate``); idempotent.
+
+        Every store also does this lazily on first use.
+        """
+        await self._call(lambda conn: None)
 
     async def close(self) -> None:
         """Close the connection and stop the worker; later calls raise StoreError."""
