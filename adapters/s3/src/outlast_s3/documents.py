@@ -1,0 +1,268 @@
+"""The JSON documents the S3 store writes. Every one carries ``"v"``, the
+format version (outlast.codec.FORMAT_VERSION), and ``"type"``.
+
+* ``state``: the small per-run object, replaced by compare-and-swap.
+* ``segment``: one save's delta (new phases, new messages), written once.
+* ``fence``: written by a claimer at the next sequence number of a superseded
+  epoch, so that epoch's next segment write fails its If-None-Match.
+* ``compacted``: a run's whole resumable state up to one segment.
+
+Decoding anything unexpected raises CorruptCheckpoint naming the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from outlast import codec
+from outlast.errors import CorruptCheckpoint
+from outlast.messages import JSON, Message, PhaseOutput
+from outlast.ports import RunRecord, RunStatus
+from outlast_s3.layout import SegmentName
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Compaction:
+    """Where a run's compacted state lives and which segment it covers."""
+
+    key: str
+    through: SegmentName
+
+
+@dataclass(frozen=True, slots=True)
+class RunState:
+    """The per-run state object: the record plus storage bookkeeping.
+
+    ``incarnation`` names the folder of this run's segments; ``rev`` grows on
+    every write and ``writer`` names the process that wrote it, so a writer can
+    recognise its own write when a retried request reports a failed
+    precondition.
+    """
+
+    record: RunRecord
+    lease: float
+    incarnation: str
+    compaction: Compaction | None = None
+    rev: int = 1
+    writer: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One save: phases from ``first_phase``; messages of transcript segment
+    ``segment`` from position ``first_message``."""
+
+    name: SegmentName
+    at: float
+    first_phase: int
+    phases: tuple[PhaseOutput, ...]
+    segment: int
+    first_message: int
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Marks that epoch ``name.epoch`` ends before sequence ``name.seq``."""
+
+    name: SegmentName
+    by_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A run's resumable state up to and including segment ``through``."""
+
+    through: SegmentName
+    at: float
+    phases: tuple[PhaseOutput, ...] = ()
+    segment: int = 0
+    messages: tuple[Message, ...] = field(default=())
+
+
+def encode_state(state: RunState) -> bytes:
+    r = state.record
+    doc: dict[str, JSON] = {
+        "v": codec.FORMAT_VERSION,
+        "type": "state",
+        "run_id": r.run_id,
+        "namespace": r.namespace,
+        "kind": r.kind,
+        "input": r.input,
+        "status": r.status.value,
+        "epoch": r.epoch,
+        "attempts": r.attempts,
+        "owner": r.owner,
+        "lease": state.lease,
+        "lease_expires_at": r.lease_expires_at,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "result": r.result,
+        "error": r.error,
+        "incarnation": state.incarnation,
+        "compaction": None
+        if state.compaction is None
+        else {
+            "key": state.compaction.key,
+            "epoch": state.compaction.through.epoch,
+            "seq": state.compaction.through.seq,
+        },
+        "rev": state.rev,
+        "writer": state.writer,
+    }
+    return codec.dumps(doc).encode()
+
+
+def decode_state(body: bytes, run_id: str) -> RunState:
+    doc = _document(body, run_id, "state")
+
+    def build() -> RunState:
+        compaction = doc["compaction"]
+        record = RunRecord(
+            run_id=str(doc["run_id"]),
+            namespace=str(doc["namespace"]),
+            kind=str(doc["kind"]),
+            input=doc["input"],
+            status=RunStatus(doc["status"]),
+            epoch=_int(doc["epoch"]),
+            attempts=_int(doc["attempts"]),
+            owner=str(doc["owner"]),
+            lease_expires_at=_optional_float(doc["lease_expires_at"]),
+            created_at=float(doc["created_at"]),
+            updated_at=float(doc["updated_at"]),
+            result=doc["result"],
+            error=None if doc["error"] is None else str(doc["error"]),
+        )
+        return RunState(
+            record=record,
+            lease=float(doc["lease"]),
+            incarnation=str(doc["incarnation"]),
+            compaction=None
+            if compaction is None
+            else Compaction(
+                str(compaction["key"]),
+                SegmentName(_int(compaction["epoch"]), _int(compaction["seq"])),
+            ),
+            rev=_int(doc["rev"]),
+            writer=str(doc["writer"]),
+        )
+
+    return _parse(build, run_id, "run state")
+
+
+def encode_segment(segment: Segment) -> bytes:
+    return codec.dumps(
+        {
+            "v": codec.FORMAT_VERSION,
+            "type": "segment",
+            "epoch": segment.name.epoch,
+            "seq": segment.name.seq,
+            "at": segment.at,
+            "first_phase": segment.first_phase,
+            "phases": [p.to_json() for p in segment.phases],
+            "segment": segment.segment,
+            "first_message": segment.first_message,
+            "messages": [m.to_json() for m in segment.messages],
+        }
+    ).encode()
+
+
+def encode_fence(fence: Fence) -> bytes:
+    return codec.dumps(
+        {
+            "v": codec.FORMAT_VERSION,
+            "type": "fence",
+            "epoch": fence.name.epoch,
+            "seq": fence.name.seq,
+            "by_epoch": fence.by_epoch,
+        }
+    ).encode()
+
+
+def decode_segment_or_fence(body: bytes, run_id: str, name: SegmentName) -> Segment | Fence:
+    """A segment object, which is a data segment or a claimer's fence."""
+    doc = _document(body, run_id, "segment", "fence")
+
+    def build() -> Segment | Fence:
+        if SegmentName(_int(doc["epoch"]), _int(doc["seq"])) != name:
+            raise ValueError(f"object {name} holds segment {doc['epoch']}-{doc['seq']}")
+        if doc["type"] == "fence":
+            return Fence(name, _int(doc["by_epoch"]))
+        return Segment(
+            name=name,
+            at=float(doc["at"]),
+            first_phase=_int(doc["first_phase"]),
+            phases=tuple(PhaseOutput.from_json(p) for p in doc["phases"]),
+            segment=_int(doc["segment"]),
+            first_message=_int(doc["first_message"]),
+            messages=tuple(Message.from_json(m) for m in doc["messages"]),
+        )
+
+    return _parse(build, run_id, f"segment {name}")
+
+
+def encode_snapshot(snapshot: Snapshot) -> bytes:
+    return codec.dumps(
+        {
+            "v": codec.FORMAT_VERSION,
+            "type": "compacted",
+            "epoch": snapshot.through.epoch,
+            "seq": snapshot.through.seq,
+            "at": snapshot.at,
+            "phases": [p.to_json() for p in snapshot.phases],
+            "segment": snapshot.segment,
+            "messages": [m.to_json() for m in snapshot.messages],
+        }
+    ).encode()
+
+
+def decode_snapshot(body: bytes, run_id: str) -> Snapshot:
+    doc = _document(body, run_id, "compacted")
+
+    def build() -> Snapshot:
+        return Snapshot(
+            through=SegmentName(_int(doc["epoch"]), _int(doc["seq"])),
+            at=float(doc["at"]),
+            phases=tuple(PhaseOutput.from_json(p) for p in doc["phases"]),
+            segment=_int(doc["segment"]),
+            messages=tuple(Message.from_json(m) for m in doc["messages"]),
+        )
+
+    return _parse(build, run_id, "compacted state")
+
+
+def _document(body: bytes, run_id: str, *types: str) -> dict[str, Any]:
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as exc:
+        raise CorruptCheckpoint(run_id, f"object is not UTF-8 text ({exc})") from exc
+    doc = codec.loads(text, run_id)
+    if not isinstance(doc, dict):
+        raise CorruptCheckpoint(run_id, "object is not a JSON object")
+    codec.check_version(doc.get("v"), run_id)
+    if doc.get("type") not in types:
+        raise CorruptCheckpoint(
+            run_id, f"expected a {' or '.join(types)} object, found type {doc.get('type')!r}"
+        )
+    return doc
+
+
+def _parse(build: Callable[[], T], run_id: str, what: str) -> T:
+    try:
+        return build()
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptCheckpoint(run_id, f"{what} does not parse ({exc!r})") from exc
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)

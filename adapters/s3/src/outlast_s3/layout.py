@@ -1,0 +1,98 @@
+"""Object keys of the S3 store. The README's "Object layout" draws the same tree.
+
+Namespaces and run ids are percent-encoded into one key component each, so
+any text (slashes included) is a safe id and no namespace can reach into
+another's keys. Segment and compacted keys carry ``<epoch>-<seq>`` zero-padded,
+so S3's lexicographic listing order is the order they were written in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+_WIDTH = 10
+_STATE = "state.json"
+
+
+def encode_id(text: str) -> str:
+    return quote(text, safe="")
+
+
+def decode_id(text: str) -> str:
+    return unquote(text)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class SegmentName:
+    """Position of a segment (or fence, or compacted object) of a run."""
+
+    epoch: int
+    seq: int
+
+    def __str__(self) -> str:
+        return f"{self.epoch:0{_WIDTH}d}-{self.seq:0{_WIDTH}d}.json"
+
+    @classmethod
+    def parse(cls, name: str) -> SegmentName | None:
+        stem, dot, ext = name.partition(".")
+        epoch, dash, seq = stem.partition("-")
+        if not (dot and dash and ext == "json" and epoch.isdigit() and seq.isdigit()):
+            return None
+        return cls(int(epoch), int(seq))
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Key names under ``prefix`` (no leading or trailing slash; may be "")."""
+
+    prefix: str
+
+    def namespace(self, namespace: str) -> str:
+        root = f"{self.prefix}/" if self.prefix else ""
+        return f"{root}{encode_id(namespace)}/"
+
+    def runs(self, namespace: str) -> str:
+        """Folder holding one folder per run of ``namespace``."""
+        return f"{self.namespace(namespace)}runs/"
+
+    def run(self, namespace: str, run_id: str) -> str:
+        """Folder of everything stored for one run."""
+        return f"{self.runs(namespace)}{encode_id(run_id)}/"
+
+    def state(self, namespace: str, run_id: str) -> str:
+        return f"{self.run(namespace, run_id)}{_STATE}"
+
+    def data(self, namespace: str, run_id: str, incarnation: str) -> str:
+        """Folder of one incarnation's segments: a run deleted and begun again
+        gets a new incarnation, so a zombie writer of the old one stays invisible."""
+        return f"{self.run(namespace, run_id)}{incarnation}/"
+
+    def segments(self, namespace: str, run_id: str, incarnation: str) -> str:
+        return f"{self.data(namespace, run_id, incarnation)}seg/"
+
+    def segment(self, namespace: str, run_id: str, incarnation: str, name: SegmentName) -> str:
+        return f"{self.segments(namespace, run_id, incarnation)}{name}"
+
+    def compacted(self, namespace: str, run_id: str, incarnation: str, name: SegmentName) -> str:
+        return f"{self.data(namespace, run_id, incarnation)}compact/{name}"
+
+    def running_index(self, namespace: str) -> str:
+        """Folder of markers, one per possibly-running run of ``namespace``."""
+        return f"{self.namespace(namespace)}index/running/"
+
+    def running_marker(self, namespace: str, run_id: str) -> str:
+        return f"{self.running_index(namespace)}{encode_id(run_id)}"
+
+    def run_id_of_folder(self, namespace: str, folder: str) -> str | None:
+        """The run id of a folder listed under :meth:`runs`."""
+        head = self.runs(namespace)
+        if not folder.startswith(head) or not folder.endswith("/"):
+            return None
+        return decode_id(folder[len(head) : -1])
+
+    def run_id_of_marker(self, namespace: str, key: str) -> str | None:
+        head = self.running_index(namespace)
+        if not key.startswith(head) or len(key) == len(head):
+            return None
+        return decode_id(key[len(head) :])

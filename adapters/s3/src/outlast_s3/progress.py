@@ -1,0 +1,189 @@
+"""Reading a run's saved progress: compacted state plus segments after it.
+
+Which segment objects count (the visibility rule, see the README):
+
+* an epoch's segments count from its first sequence number (0, or one past
+  the compacted state's segment) up to the first gap or its fence;
+* epochs newer than the state object's epoch are ignored (a reader holding
+  an older state object), so are segments at or before the compacted state.
+
+A fenced writer's next segment would take exactly the key its fence holds, so
+its If-None-Match write fails: nothing it writes after a claim ever counts.
+
+Compaction and completion delete objects while a reader may be reading, so
+a vanished object or a gap at the start of an epoch makes the reader fetch the
+state object again and start over when it changed; when it did not, the gap is
+real and the record is corrupt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from outlast.errors import CorruptCheckpoint, StoreError
+from outlast.messages import Message, PhaseOutput
+from outlast.ports import CheckpointState
+from outlast_s3.documents import (
+    Fence,
+    RunState,
+    Segment,
+    Snapshot,
+    decode_segment_or_fence,
+    decode_snapshot,
+    decode_state,
+)
+from outlast_s3.layout import Layout, SegmentName
+from outlast_s3.objects import ObjectClient
+
+_ATTEMPTS = 5
+
+NO_SEGMENT = SegmentName(0, -1)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a read found. ``next_seq`` is, per epoch that is not fenced, the
+    sequence number its writer would use next; ``data_keys`` are the keys of
+    the counted segments (compaction and cleanup delete them)."""
+
+    run: RunState
+    etag: str
+    state: CheckpointState
+    next_seq: Mapping[int, int]
+    fences: frozenset[SegmentName]
+    data_keys: tuple[str, ...]
+
+
+class _Changed(Exception):
+    """The run changed under the reader (objects vanished): read again."""
+
+
+@dataclass
+class _Assembly:
+    phases: list[PhaseOutput] = field(default_factory=list)
+    segments: dict[int, list[Message]] = field(default_factory=dict)
+
+    def apply(self, segment: Segment, run_id: str) -> None:
+        if segment.first_phase > len(self.phases):
+            raise CorruptCheckpoint(
+                run_id,
+                f"segment {segment.name} starts at phase {segment.first_phase}, "
+                f"only {len(self.phases)} are saved",
+            )
+        self.phases[segment.first_phase :] = segment.phases
+        messages = self.segments.setdefault(segment.segment, [])
+        if segment.first_message > len(messages):
+            raise CorruptCheckpoint(
+                run_id,
+                f"segment {segment.name} starts at message {segment.first_message}, "
+                f"only {len(messages)} are saved",
+            )
+        messages[segment.first_message :] = segment.messages
+
+    def state(self) -> CheckpointState:
+        return CheckpointState(tuple(self.segments.get(len(self.phases), ())), tuple(self.phases))
+
+
+class ProgressReader:
+    """Reads runs' progress, caching segment objects (they are written once)."""
+
+    def __init__(self, objects: ObjectClient, layout: Layout) -> None:
+        # One reader per operation: the cache must not outlive it, or a damaged
+        # object would hide behind its cached copy.
+        self._objects = objects
+        self._layout = layout
+        self._cache: dict[str, Segment | Fence] = {}
+
+    async def read(self, run: RunState, etag: str) -> Progress:
+        """The progress of ``run`` (whose state object had ``etag``)."""
+        record = run.record
+        key = self._layout.state(record.namespace, record.run_id)
+        for _ in range(_ATTEMPTS):
+            try:
+                return await self._read_once(run, etag)
+            except _Changed:
+                got = await self._objects.get(key)
+                if got is None:
+                    return Progress(run, etag, CheckpointState(), {}, frozenset(), ())
+                if got.etag == etag:
+                    raise CorruptCheckpoint(
+                        record.run_id, "a segment object is missing (deleted outside outlast?)"
+                    ) from None
+                run, etag = decode_state(got.body, record.run_id), got.etag
+        raise StoreError(f"run {record.run_id!r} kept changing while it was being read; try again")
+
+    async def _read_once(self, run: RunState, etag: str) -> Progress:
+        record = run.record
+        prefix = self._layout.segments(record.namespace, record.run_id, run.incarnation)
+        listed: dict[SegmentName, str] = {}
+        for key in await self._objects.list_keys(prefix):
+            name = SegmentName.parse(key[len(prefix) :])
+            if name is not None:
+                listed[name] = key
+
+        base = Snapshot(through=NO_SEGMENT, at=0.0)
+        if run.compaction is not None:
+            got = await self._objects.get(run.compaction.key)
+            if got is None:
+                raise _Changed
+            base = decode_snapshot(got.body, record.run_id)
+            if base.through != run.compaction.through:
+                raise CorruptCheckpoint(record.run_id, "compacted state does not match its key")
+
+        wanted = sorted(
+            name
+            for name in listed
+            if (name.epoch, name.seq) > (base.through.epoch, base.through.seq)
+            and name.epoch <= record.epoch
+        )
+        objects = await asyncio.gather(
+            *(self._fetch(listed[name], name, record.run_id) for name in wanted)
+        )
+
+        assembly = _Assembly(list(base.phases), {base.segment: list(base.messages)})
+        next_seq: dict[int, int] = {}
+        fences: set[SegmentName] = set()
+        fenced: set[int] = set()
+        data_keys = [listed[base.through]] if base.through in listed else []
+        for name, obj in zip(wanted, objects, strict=True):
+            if name.epoch in fenced:
+                continue  # nothing after a fence counts (and none should exist)
+            if name.seq != next_seq.get(name.epoch, _first_seq(name.epoch, base.through)):
+                raise _Changed  # a gap: objects were deleted meanwhile, or the run is damaged
+            if isinstance(obj, Fence):
+                fences.add(name)
+                fenced.add(name.epoch)
+                continue
+            assembly.apply(obj, record.run_id)
+            data_keys.append(listed[name])
+            next_seq[name.epoch] = name.seq + 1
+        open_epochs = {
+            epoch: next_seq.get(epoch, _first_seq(epoch, base.through))
+            for epoch in range(max(base.through.epoch, 1), record.epoch + 1)
+            if epoch not in fenced
+        }
+        return Progress(
+            run=run,
+            etag=etag,
+            state=assembly.state(),
+            next_seq=open_epochs,
+            fences=frozenset(fences),
+            data_keys=tuple(data_keys),
+        )
+
+    async def _fetch(self, key: str, name: SegmentName, run_id: str) -> Segment | Fence:
+        cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        got = await self._objects.get(key)
+        if got is None:
+            raise _Changed
+        obj = decode_segment_or_fence(got.body, run_id, name)
+        self._cache[key] = obj
+        return obj
+
+
+def _first_seq(epoch: int, through: SegmentName) -> int:
+    return through.seq + 1 if epoch == through.epoch else 0
