@@ -9,7 +9,7 @@ closed after the test).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 import pytest_asyncio
@@ -41,8 +41,12 @@ class StoreFixtures:
     capabilities: ClassVar[Capabilities] = Capabilities()
 
     @pytest_asyncio.fixture
-    async def factory(self) -> AsyncIterator[CheckpointerFactory]:
-        """The store under test. Override this fixture in your test class."""
+    async def factory(self, *args: Any, **kwargs: Any) -> AsyncIterator[CheckpointerFactory]:
+        """The store under test. Override this fixture in your test class.
+
+        The override may take any fixtures it needs (``tmp_path``, a service
+        URL...); this signature only keeps type checkers happy with that.
+        """
         raise NotImplementedError(
             f"{type(self).__name__} must define an async `factory` fixture "
             "(@pytest_asyncio.fixture) that yields a fresh CheckpointerFactory of your "

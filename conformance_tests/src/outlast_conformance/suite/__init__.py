@@ -21,6 +21,8 @@ from outlast_conformance.suite.leases import LeaseTests
 from outlast_conformance.suite.lifecycle import LifecycleTests
 from outlast_conformance.suite.listing import ListingTests
 from outlast_conformance.suite.namespaces import NamespaceTests
+from outlast_conformance.suite.outcomes import ExecutorOutcomeTests
+from outlast_conformance.suite.resume import ExecutorResumeTests
 from outlast_conformance.suite.roundtrip import RoundTripTests
 
 STORE_TOPICS: tuple[type[StoreFixtures], ...] = (
@@ -36,7 +38,10 @@ STORE_TOPICS: tuple[type[StoreFixtures], ...] = (
 )
 """Topics that talk to the store directly through the ports."""
 
-TOPICS: tuple[type[StoreFixtures], ...] = STORE_TOPICS
+EXECUTOR_TOPICS: tuple[type[StoreFixtures], ...] = (ExecutorOutcomeTests, ExecutorResumeTests)
+"""Topics that drive the store end to end through outlast.Executor."""
+
+TOPICS: tuple[type[StoreFixtures], ...] = STORE_TOPICS + EXECUTOR_TOPICS
 
 
 def suite_test_names(topics: tuple[type[StoreFixtures], ...] = TOPICS) -> frozenset[str]:
@@ -95,6 +100,8 @@ class ConformanceSuite(
     CorruptRecordTests,
     ListingTests,
     ConcurrencyTests,
+    ExecutorOutcomeTests,
+    ExecutorResumeTests,
 ):
     """The whole conformance suite. Subclass it as ``Test...`` in your tests.
 

@@ -1,0 +1,197 @@
+"""Every way a run ends, end to end through the executor with the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from outlast import (
+    JSON,
+    Agent,
+    CheckpointerFactory,
+    Executor,
+    RunExists,
+    RunStatus,
+    ScriptedModel,
+    Shutdown,
+    Tool,
+)
+from outlast.messages import JSONObject
+from outlast_conformance.fixtures import StoreFixtures
+from outlast_conformance.scripts import StepTool, call, single_loop
+from outlast_conformance.support import interrupted_ids, must_load, start, unique
+
+
+def executor(factory: CheckpointerFactory, namespace: str, **options: bool) -> Executor:
+    return Executor(factory, namespace=namespace, owner="worker-a", **options)
+
+
+class ExecutorOutcomeTests(StoreFixtures):
+    """complete on success, release on shutdown, fail on everything else."""
+
+    @pytest.mark.asyncio
+    async def test_executor_success_completes_the_record(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A run that finishes is ``completed`` with its output as the result,
+        its progress cleared, and is never interrupted."""
+        ex = executor(factory, namespace)
+        steps = StepTool()
+        ex.register("steps", single_loop(steps))
+        result = await ex.run("steps", {"job": 1})
+        assert (result.output, result.durable, result.epoch) == ("all three steps done", True, 1)
+        assert steps.seen == [1, 2, 3]
+        stored = await must_load(factory, result.run_id, namespace)
+        assert stored.record.status is RunStatus.COMPLETED
+        assert stored.record.result == "all three steps done"
+        assert (stored.record.kind, stored.record.input) == ("steps", {"job": 1})
+        assert stored.state.history == ()
+        assert result.run_id not in await interrupted_ids(factory, namespace)
+
+    @pytest.mark.asyncio
+    async def test_executor_tool_exception_fails_the_record(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A tool raising ends the run: the caller gets the exception, the
+        record is ``failed`` with its text, and the steps before it are kept."""
+
+        def explode(arguments: JSONObject) -> JSON:
+            raise RuntimeError("disk on fire")
+
+        agent = Agent(
+            model=ScriptedModel([call("step", "c1", n=1), call("explode", "c2")]),
+            tools=(StepTool().tool, Tool("explode", "fails", explode)),
+        )
+        ex = executor(factory, namespace)
+        ex.register("fragile", agent)
+        run_id = unique("run")
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            await ex.run("fragile", "go", run_id=run_id)
+        stored = await must_load(factory, run_id, namespace)
+        assert stored.record.status is RunStatus.FAILED
+        assert stored.record.error is not None and "disk on fire" in stored.record.error
+        assert [m.role for m in stored.state.history] == ["user", "assistant", "tool"]
+        assert run_id not in await interrupted_ids(factory, namespace)
+
+    @pytest.mark.asyncio
+    async def test_executor_model_error_fails_the_record(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """The model failing (here: running out of scripted replies) fails the
+        record with a ModelError text."""
+        ex = executor(factory, namespace)
+        ex.register("short", single_loop(StepTool(), script=[call("step", "c1", n=1)]))
+        run_id = unique("run")
+        with pytest.raises(Exception, match="replies"):
+            await ex.run("short", None, run_id=run_id)
+        stored = await must_load(factory, run_id, namespace)
+        assert stored.record.status is RunStatus.FAILED
+        assert stored.record.error is not None and "ModelError" in stored.record.error
+
+    @pytest.mark.asyncio
+    async def test_executor_build_error_fails_the_record(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A registered builder raising (before any loop starts) still
+        finalizes: the record is ``failed`` with the builder's error."""
+
+        def build(run_input: JSON) -> Agent:
+            raise ValueError(f"cannot build an agent for {run_input!r}")
+
+        ex = executor(factory, namespace)
+        ex.register("unbuildable", build)
+        run_id = unique("run")
+        with pytest.raises(ValueError, match="cannot build"):
+            await ex.run("unbuildable", "bad input", run_id=run_id)
+        stored = await must_load(factory, run_id, namespace)
+        assert stored.record.status is RunStatus.FAILED
+        assert stored.record.error is not None and "cannot build" in stored.record.error
+
+    @pytest.mark.asyncio
+    async def test_executor_caller_cancellation_fails_the_record(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """Cancelling the caller's task mid-run re-raises CancelledError and
+        the record still ends ``failed`` (finalize is shielded), never
+        left running for recovery."""
+        entered = asyncio.Event()
+        never = asyncio.Event()
+
+        async def wait_forever(arguments: JSONObject) -> JSON:
+            entered.set()
+            await never.wait()
+            return None
+
+        agent = Agent(
+            model=ScriptedModel([call("step", "c1", n=1), call("wait", "c2")]),
+            tools=(StepTool().tool, Tool("wait", "blocks", wait_forever)),
+        )
+        ex = executor(factory, namespace)
+        ex.register("blocking", agent)
+        run_id = unique("run")
+        task = asyncio.create_task(ex.run("blocking", None, run_id=run_id))
+        await asyncio.wait_for(entered.wait(), self.capabilities.wait_timeout)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        stored = await must_load(factory, run_id, namespace)
+        assert stored.record.status is RunStatus.FAILED
+        assert stored.record.error is not None and "cancel" in stored.record.error.lower()
+        assert run_id not in await interrupted_ids(factory, namespace)
+
+    @pytest.mark.asyncio
+    async def test_executor_shutdown_releases_the_record(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """Host shutdown mid-run raises Shutdown; the record stays ``running``
+        with the progress up to the interrupted step, and is interrupted at
+        once (no lease to wait out)."""
+        ex = Executor(factory, namespace=namespace, owner="worker-a", lease=3600)
+        steps = StepTool(executor=ex, interrupt_at=2)
+        ex.register("steps", single_loop(steps))
+        run_id = unique("run")
+        with pytest.raises(Shutdown):
+            await ex.run("steps", None, run_id=run_id)
+        assert steps.seen == [1, 2]
+        stored = await must_load(factory, run_id, namespace)
+        assert (stored.record.status, stored.record.lease_expires_at) == (RunStatus.RUNNING, None)
+        roles = [m.role for m in stored.state.history]
+        assert roles == ["system", "user", "assistant", "tool", "assistant", "tool"]
+        assert run_id in await interrupted_ids(factory, namespace)
+
+    @pytest.mark.asyncio
+    async def test_executor_begin_failure_warns_and_runs_without_durability(
+        self, factory: CheckpointerFactory, namespace: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """When begin fails (here: the run id exists), the executor logs a
+        WARNING naming the error and the run still finishes, non-durably;
+        the existing record is untouched."""
+        existing = await factory.begin(start(namespace, kind="original", lease=3600))
+        ex = executor(factory, namespace)
+        ex.register("steps", single_loop(StepTool()))
+        with caplog.at_level(logging.WARNING, logger="outlast"):
+            result = await ex.run("steps", None, run_id=existing.run_id)
+        assert (result.output, result.durable) == ("all three steps done", False)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("RunExists" in r.getMessage() for r in warnings), warnings
+        stored = await must_load(factory, existing.run_id, namespace)
+        assert (stored.record.kind, stored.record.status) == ("original", RunStatus.RUNNING)
+        assert (stored.record.epoch, stored.state.history) == (1, ())
+
+    @pytest.mark.asyncio
+    async def test_executor_strict_begin_failure_fails_the_run(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """With strict=True a failing begin is the caller's error: the run
+        does not start and the existing record is untouched."""
+        existing = await factory.begin(start(namespace, kind="original", lease=3600))
+        steps = StepTool()
+        ex = executor(factory, namespace, strict=True)
+        ex.register("steps", single_loop(steps))
+        with pytest.raises(RunExists):
+            await ex.run("steps", None, run_id=existing.run_id)
+        assert steps.seen == []
+        stored = await must_load(factory, existing.run_id, namespace)
+        assert (stored.record.kind, stored.record.epoch) == ("original", 1)
