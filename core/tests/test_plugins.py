@@ -67,7 +67,10 @@ def test_outlast_url_environment_variable_picks_the_store(monkeypatch: pytest.Mo
     assert isinstance(store, MemoryStore) and store.name == "from-env"
 
 
-def test_unknown_scheme_names_scheme_installed_backends_and_package() -> None:
+def test_unknown_scheme_names_scheme_installed_backends_and_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_entry_points(monkeypatch)  # only the built-in stores are installed
     with pytest.raises(UnknownBackend) as caught:
         outlast.open("postgresql://app:hunter2@db.internal/runs")
     message = str(caught.value)

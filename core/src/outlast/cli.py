@@ -7,7 +7,6 @@ import datetime
 import importlib
 import logging
 import os
-import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,6 +18,7 @@ from outlast.executor import Executor
 from outlast.plugins import backends, broken_plugins
 from outlast.plugins import open as open_store
 from outlast.ports import DEFAULT_NAMESPACE, CheckpointerFactory, RunRecord, RunStatus
+from outlast.retention import parse_duration
 from outlast.urls import DEFAULT_URL, URL_ENV, redact
 
 T = TypeVar("T")
@@ -229,18 +229,6 @@ def recover(app: str, url: str, limit: int) -> None:
     sys.exit(_run(_with_store(url, use)))
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-
-
-def parse_duration(text: str) -> float:
-    """``90``, ``90s``, ``15m``, ``12h``, ``7d`` -> seconds."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise click.BadParameter(f"{text!r} is not a duration like 30s, 15m, 12h or 7d")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-
-
 @main.command()
 @url_option
 @namespace_option
@@ -249,7 +237,10 @@ def parse_duration(text: str) -> float:
 )
 def gc(url: str, namespace: str, older_than: str) -> None:
     """Retention: delete completed and failed runs older than --older-than."""
-    seconds = parse_duration(older_than)
+    try:
+        seconds = parse_duration(older_than)
+    except OutlastError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from exc
     removed = _run(_with_store(url, lambda store: store.purge(seconds, namespace)))
     click.echo(f"removed {removed} terminal run(s) older than {older_than} from {namespace!r}")
 

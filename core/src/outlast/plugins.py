@@ -20,6 +20,7 @@ import pluggy
 from outlast import hookspecs
 from outlast.errors import ConfigurationError, UnknownBackend
 from outlast.ports import CheckpointerFactory
+from outlast.retention import RetainingStore, take_retention
 from outlast.urls import DEFAULT_URL, KNOWN_PACKAGES, URL_ENV, BackendInfo, scheme_of
 
 log = logging.getLogger("outlast.plugins")
@@ -96,12 +97,14 @@ def backends() -> list[BackendInfo]:
 def open(url: str | None = None, **options: Any) -> CheckpointerFactory:
     """Open the store at ``url`` (default: ``$OUTLAST_URL``, else the local SQLite file).
 
-    Keyword ``options`` override options of the URL's query. Raises
+    Keyword ``options`` override options of the URL's query. Every store
+    takes ``retention`` (see :mod:`outlast.retention`). Raises
     UnknownBackend naming the scheme, the installed backends and the package
     to install; ConfigurationError for a malformed URL or bad option.
     """
     url = url or os.environ.get(URL_ENV) or DEFAULT_URL
     scheme = scheme_of(url)
+    url, retention = take_retention(url, options)
     factory: CheckpointerFactory | None = plugin_manager().hook.outlast_open(
         url=url, options=options
     )
@@ -113,6 +116,8 @@ def open(url: str | None = None, **options: Any) -> CheckpointerFactory:
                 f"the backend for {scheme!r} is installed but broken: {broken[0].error}"
             )
         raise UnknownBackend(scheme, installed, KNOWN_PACKAGES.get(scheme))
+    if retention is not None:
+        return RetainingStore(factory, retention)
     return factory
 
 
