@@ -1,0 +1,188 @@
+"""``postgresql://`` URLs and options: what the store is told, validated up front.
+
+outlast's own options (see :data:`OPTIONS`) come from the URL's query or from
+keyword arguments (keywords win) and are stripped from the connection string
+handed to psycopg. Every other option must be a libpq connection parameter
+(``sslmode``, ``application_name``, ...); those pass through to psycopg
+untouched. Anything else is a :class:`~outlast.errors.ConfigurationError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict
+
+from outlast.errors import ConfigurationError
+from outlast.urls import query_options, redact
+
+SCHEMES = ("postgresql", "postgres")
+
+DEFAULT_SCHEMA = "outlast"
+
+OPTIONS: Mapping[str, str] = {
+    "schema": f"schema holding outlast's tables (default {DEFAULT_SCHEMA!r})",
+    "pool_min_size": "connections the pool keeps open (default 1)",
+    "pool_max_size": "most connections the pool opens (default 10)",
+    "pool_timeout": "seconds to wait for a free pooled connection (default 30)",
+    "connect_timeout": "seconds to wait for the server when connecting (default 10)",
+    "prepare_threshold": (
+        "executions before psycopg prepares a statement server-side (default 5); "
+        "'none' disables it, as PgBouncer in transaction mode may need"
+    ),
+}
+"""outlast-postgres options, each with what it means."""
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+@functools.cache
+def libpq_parameters() -> frozenset[str]:
+    """The connection parameters the installed libpq understands."""
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresConfig:
+    """A validated store configuration. Its repr never shows the password."""
+
+    redacted_url: str
+    schema: str = DEFAULT_SCHEMA
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    pool_timeout: float = 30.0
+    connect_timeout: float = 10.0
+    prepare_threshold: int | None = 5
+    conninfo: str = field(default="", repr=False)
+    """The URL without outlast's options: what psycopg connects with."""
+    libpq_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    """libpq parameters given as keyword options."""
+    secret: str = field(default="", repr=False)
+    """The password, only so error texts can be scrubbed of it."""
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``AsyncConnection.connect`` (and the pool)."""
+        return {
+            **self.libpq_options,
+            # libpq counts whole seconds; never round a short timeout down to "wait forever" (0).
+            "connect_timeout": max(1, math.ceil(self.connect_timeout)),
+            "fallback_application_name": "outlast",
+            # Each statement is its own transaction unless a transaction() block says otherwise:
+            # one statement, one round trip.
+            "autocommit": True,
+            "prepare_threshold": self.prepare_threshold,
+        }
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the password replaced by ``***`` (for error messages)."""
+        return text.replace(self.secret, "***") if self.secret else text
+
+
+def parse(url: str, options: Mapping[str, Any]) -> PostgresConfig:
+    """Validate ``url`` and keyword ``options`` into a :class:`PostgresConfig`.
+
+    Raises ConfigurationError naming the bad option; never connects.
+    """
+    redacted = redact(url)
+    if urlsplit(url).scheme.lower() not in SCHEMES:
+        raise ConfigurationError(f"{redacted!r} is not a postgresql:// or postgres:// URL")
+    from_query = query_options(url)
+    merged: dict[str, Any] = {**from_query, **options}
+    unknown = sorted(set(merged) - set(OPTIONS) - libpq_parameters())
+    if unknown:
+        raise ConfigurationError(
+            f"unknown option(s) {', '.join(unknown)} for {redacted!r}; outlast-postgres options: "
+            f"{', '.join(sorted(OPTIONS))}; libpq connection parameters (sslmode, "
+            "application_name, ...) are passed on to psycopg"
+        )
+    conninfo = _without_options(url)
+    try:
+        parsed = conninfo_to_dict(conninfo)
+    except Exception as exc:  # psycopg raises ProgrammingError; any parse failure is a bad URL
+        raise ConfigurationError(f"{redacted!r} is not a valid PostgreSQL URL") from exc
+    libpq_options = {k: v for k, v in options.items() if k not in OPTIONS}
+    secret = str(libpq_options.get("password") or parsed.get("password") or "")
+    return PostgresConfig(
+        redacted_url=redacted,
+        schema=_schema(merged.get("schema", DEFAULT_SCHEMA)),
+        pool_min_size=_count(merged, "pool_min_size", 1, minimum=0),
+        pool_max_size=_pool_max(merged),
+        pool_timeout=_seconds(merged, "pool_timeout", 30.0),
+        connect_timeout=_seconds(merged, "connect_timeout", 10.0),
+        prepare_threshold=_prepare_threshold(merged.get("prepare_threshold", 5)),
+        conninfo=conninfo,
+        libpq_options=libpq_options,
+        secret=secret,
+    )
+
+
+def _without_options(url: str) -> str:
+    """``url`` minus outlast's own query options (libpq would reject them)."""
+    parts = urlsplit(url)
+    kept = [
+        (key, value)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        if key not in OPTIONS
+    ]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
+
+
+def _schema(value: object) -> str:
+    name = str(value)
+    if not _IDENTIFIER.fullmatch(name) or name.lower().startswith("pg_"):
+        raise ConfigurationError(
+            f"schema must be a plain identifier (letters, digits, underscores; at most 63 "
+            f"characters; not starting with a digit or 'pg_'), got {name!r}"
+        )
+    return name
+
+
+def _count(merged: Mapping[str, Any], name: str, default: int, *, minimum: int) -> int:
+    value = merged.get(name, default)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = minimum - 1
+    if number < minimum or isinstance(value, bool | float):
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def _pool_max(merged: Mapping[str, Any]) -> int:
+    low = _count(merged, "pool_min_size", 1, minimum=0)
+    high = _count(merged, "pool_max_size", max(10, low), minimum=1)
+    if high < low:
+        raise ConfigurationError(f"pool_max_size ({high}) must be at least pool_min_size ({low})")
+    return high
+
+
+def _seconds(merged: Mapping[str, Any], name: str, default: float) -> float:
+    value = merged.get(name, default)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)) or isinstance(value, bool):
+        raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
+def _prepare_threshold(value: object) -> int | None:
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        return None
+    try:
+        number = int(str(value))
+    except ValueError:
+        number = -1
+    if number < 0 or isinstance(value, bool):
+        raise ConfigurationError(
+            f"prepare_threshold must be an integer >= 0 or 'none', got {value!r}"
+        )
+    return number

@@ -1,0 +1,108 @@
+"""Rows to records and back: the stored text of runs, messages and phases.
+
+All JSON is the text :mod:`outlast.codec` produced. One adjustment makes it
+storable: PostgreSQL text is UTF-8, which cannot hold a lone surrogate (a
+Python string may), so any such character is written as its JSON escape
+(``\\udc80``); ``json.loads`` turns the escape back into the same character,
+so the round-trip stays exact. (``\\u0000`` is already escaped by the codec.)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from outlast import codec
+from outlast.errors import CorruptCheckpoint
+from outlast.messages import JSON, Message, PhaseOutput
+from outlast.ports import CheckpointState, RunRecord, RunStatus
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+RUN_COLUMNS = (
+    "{r}.run_id, {r}.namespace, {r}.kind, {r}.input, {r}.status, {r}.epoch, {r}.attempts, "
+    "{r}.owner, extract(epoch FROM {r}.lease_expires_at)::float8, "
+    "extract(epoch FROM {r}.created_at)::float8, extract(epoch FROM {r}.updated_at)::float8, "
+    "{r}.result, {r}.error, {r}.format_version"
+)
+"""The columns :func:`record_from_row` reads, for a runs table aliased ``{r}``."""
+
+RUN_COLUMN_COUNT = 14
+
+
+def storable(text: str) -> str:
+    """JSON text safe for a UTF-8 column (lone surrogates escaped)."""
+    if _LONE_SURROGATE.search(text) is None:
+        return text
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def encode_json(value: JSON) -> str:
+    return storable(codec.dumps(value))
+
+
+def encode_messages(messages: Sequence[Message]) -> list[str]:
+    return [storable(codec.encode_message(m)) for m in messages]
+
+
+def encode_phases(phases: Sequence[PhaseOutput]) -> list[str]:
+    return [storable(codec.encode_phase(p)) for p in phases]
+
+
+def record_from_row(row: Sequence[Any]) -> RunRecord:
+    """The RunRecord in ``row``'s :data:`RUN_COLUMNS`; CorruptCheckpoint if unparsable."""
+    (
+        run_id,
+        namespace,
+        kind,
+        input_text,
+        status,
+        epoch,
+        attempts,
+        owner,
+        lease_expires_at,
+        created_at,
+        updated_at,
+        result_text,
+        error_text,
+        version,
+    ) = row[:RUN_COLUMN_COUNT]
+    codec.check_version(version, run_id)
+    try:
+        run_status = RunStatus(status)
+    except ValueError as exc:
+        raise CorruptCheckpoint(run_id, f"unknown status {status!r}") from exc
+    return RunRecord(
+        run_id=run_id,
+        namespace=namespace,
+        kind=kind,
+        input=codec.loads(input_text, run_id),
+        status=run_status,
+        epoch=epoch,
+        attempts=attempts,
+        owner=owner,
+        lease_expires_at=lease_expires_at,
+        created_at=created_at,
+        updated_at=updated_at,
+        result=None if result_text is None else codec.loads(result_text, run_id),
+        error=None if error_text is None else _error(error_text, run_id),
+    )
+
+
+def state_from_bodies(
+    run_id: str, phases: Sequence[str] | None, messages: Sequence[str] | None
+) -> CheckpointState:
+    """The saved progress from the stored phase and current-segment message texts."""
+    return CheckpointState(
+        history=codec.decode_all(messages or (), run_id, codec.decode_message),
+        phases=codec.decode_all(phases or (), run_id, codec.decode_phase),
+    )
+
+
+def _error(text: str, run_id: str) -> str:
+    # Stored as a JSON string so any text (NUL, lone surrogates) round-trips exactly.
+    value = codec.loads(text, run_id)
+    if not isinstance(value, str):
+        raise CorruptCheckpoint(run_id, "the stored error is not a JSON string")
+    return value

@@ -1,0 +1,263 @@
+"""Every SQL statement the store runs, composed once per schema.
+
+Values are always parameters; the schema is quoted by :mod:`psycopg.sql`.
+Times come from the server (``now()``), never from the client's clock.
+
+The fenced writes (save, complete, fail, release, renew) are ONE statement
+each: a data-modifying CTE updates the run's row only if it still holds the
+writer's epoch and is running, and every other write of the statement is
+joined to that update, so a superseded epoch writes nothing. The statement
+returns whether the row was owned and, for the error message, the run's
+current status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from psycopg import sql
+
+from outlast_postgres.records import RUN_COLUMNS
+
+
+def _compose(text: str, schema: str) -> sql.Composed:
+    return sql.SQL(text).format(
+        runs=sql.Identifier(schema, "runs"),
+        messages=sql.Identifier(schema, "messages"),
+        phases=sql.Identifier(schema, "phases"),
+        cols=sql.SQL(RUN_COLUMNS.format(r="r")),
+    )
+
+
+# The saved progress of run ``r``: its phase outputs, and the messages of its
+# current segment (segment number == completed phases), each as one array, so
+# a transcript of any length loads in the same single round trip.
+_PROGRESS = """
+    ARRAY(SELECT p.body FROM {phases} p
+          WHERE p.namespace = r.namespace AND p.run_id = r.run_id ORDER BY p.seq),
+    ARRAY(SELECT m.body FROM {messages} m
+          WHERE m.namespace = r.namespace AND m.run_id = r.run_id
+            AND m.segment = (SELECT count(*) FROM {phases} c
+                             WHERE c.namespace = r.namespace AND c.run_id = r.run_id)
+          ORDER BY m.seq)
+"""
+
+_BEGIN = """
+INSERT INTO {runs} (namespace, run_id, kind, input, status, epoch, owner, lease_seconds,
+                    lease_expires_at, attempts, format_version)
+VALUES (%(namespace)s, %(run_id)s, %(kind)s, %(input)s, 'running', 1, %(owner)s,
+        %(lease)s::float8, now() + make_interval(secs => %(lease)s::float8), 1, %(version)s)
+ON CONFLICT (namespace, run_id) DO NOTHING
+RETURNING 1
+"""
+
+_FENCED = """
+WITH fenced AS (
+    UPDATE {runs} SET {assignments}
+    WHERE namespace = %(namespace)s AND run_id = %(run_id)s
+      AND epoch = %(epoch)s AND status = 'running'
+    RETURNING namespace, run_id
+){more}
+SELECT (SELECT count(*) FROM fenced),
+       (SELECT status FROM {runs} WHERE namespace = %(namespace)s AND run_id = %(run_id)s)
+"""
+
+# Upserts, not plain inserts: a save whose commit the client never heard of
+# (connection lost) is retried with the same positions and must not fail.
+_APPEND = """,
+new_phases AS (
+    INSERT INTO {phases} (namespace, run_id, seq, body)
+    SELECT f.namespace, f.run_id, %(first_phase)s::int + p.n::int - 1, p.body
+    FROM fenced f, unnest(%(phases)s::text[]) WITH ORDINALITY AS p(body, n)
+    ON CONFLICT (namespace, run_id, seq) DO UPDATE SET body = EXCLUDED.body
+),
+new_messages AS (
+    INSERT INTO {messages} (namespace, run_id, segment, seq, body)
+    SELECT f.namespace, f.run_id, %(segment)s::int, %(first_message)s::int + m.n::int - 1, m.body
+    FROM fenced f, unnest(%(messages)s::text[]) WITH ORDINALITY AS m(body, n)
+    ON CONFLICT (namespace, run_id, segment, seq) DO UPDATE SET body = EXCLUDED.body
+)"""
+
+_CLEAR_PROGRESS = """,
+cleared_messages AS (
+    DELETE FROM {messages} m USING fenced f
+    WHERE m.namespace = f.namespace AND m.run_id = f.run_id
+),
+cleared_phases AS (
+    DELETE FROM {phases} p USING fenced f
+    WHERE p.namespace = f.namespace AND p.run_id = f.run_id
+)"""
+
+_INTERRUPTED_RUNS = """
+r.namespace = %(namespace)s AND r.status = 'running'
+AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= now())
+"""
+
+_TAKE_OVER = """
+epoch = r.epoch + 1, attempts = r.attempts + 1, owner = %(owner)s,
+lease_seconds = %(lease)s::float8,
+lease_expires_at = now() + make_interval(secs => %(lease)s::float8), updated_at = now()
+"""
+
+_CLAIM = f"""
+UPDATE {{runs}} AS r SET {_TAKE_OVER}
+WHERE r.run_id = %(run_id)s AND {_INTERRUPTED_RUNS}
+RETURNING {{cols}}
+"""
+
+# SKIP LOCKED: rows another worker is claiming right now are passed over, so
+# concurrent workers take disjoint batches instead of queueing on one row.
+_CLAIM_NEXT = f"""
+WITH picked AS (
+    SELECT r.namespace, r.run_id FROM {{runs}} r
+    WHERE {_INTERRUPTED_RUNS} AND r.format_version = %(version)s
+      AND NOT (r.run_id = ANY(%(skip)s::text[]))
+    ORDER BY r.lease_expires_at NULLS FIRST, r.run_id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {{runs}} AS r SET {_TAKE_OVER}
+FROM picked WHERE r.namespace = picked.namespace AND r.run_id = picked.run_id
+RETURNING {{cols}}
+"""
+
+# Read in a second statement of the claim's transaction, never in the claim's
+# own statement: a statement reads one snapshot, and a save the previous owner
+# committed while the claim waited for the row lock is only visible to a later
+# statement. The lease condition picks the rows this transaction just claimed
+# (``now()`` is the transaction's start time) so a lost claim reads nothing.
+_CLAIMED = f"""
+SELECT r.run_id, {_PROGRESS}
+FROM {{runs}} r
+WHERE r.namespace = %(namespace)s AND r.status = 'running' AND r.owner = %(owner)s
+  AND r.lease_expires_at = now() + make_interval(secs => %(lease)s::float8)
+"""
+
+_LOAD = f"""
+SELECT {{cols}}, {_PROGRESS}
+FROM {{runs}} r WHERE r.namespace = %(namespace)s AND r.run_id = %(run_id)s
+"""
+
+_INTERRUPTED = f"""
+SELECT {{cols}} FROM {{runs}} r
+WHERE {_INTERRUPTED_RUNS} AND r.format_version = %(version)s
+ORDER BY r.lease_expires_at NULLS FIRST, r.run_id
+LIMIT %(limit)s
+"""
+
+_LIST = """
+SELECT {cols} FROM {runs} r
+WHERE r.namespace = %(namespace)s AND r.format_version = %(version)s{filters}
+ORDER BY r.run_id
+LIMIT %(limit)s
+"""
+
+# list() composes only the conditions it uses, so a prepared (generic) plan
+# still walks the primary key from the cursor instead of filtering a namespace.
+_STATUS = " AND r.status = %(status)s"
+_AFTER_CURSOR = " AND r.run_id > %(cursor)s"
+
+_DELETE_RUN = """
+DELETE FROM {runs} WHERE namespace = %(namespace)s AND run_id = %(run_id)s RETURNING 1
+"""
+
+# A second statement (see _CLAIMED): it must also see a save that committed
+# while the run's row was being deleted.
+_DELETE_PROGRESS = """
+WITH m AS (DELETE FROM {messages} WHERE namespace = %(namespace)s AND run_id = %(run_id)s)
+DELETE FROM {phases} WHERE namespace = %(namespace)s AND run_id = %(run_id)s
+"""
+
+# Only terminal runs: no checkpointer can write to them any more, so one
+# statement (one snapshot) sees all of their progress.
+_PURGE = """
+WITH gone AS (
+    DELETE FROM {runs}
+    WHERE namespace = %(namespace)s AND status <> 'running'
+      AND updated_at < now() - make_interval(secs => %(older_than)s::float8)
+    RETURNING namespace, run_id
+),
+m AS (DELETE FROM {messages} m USING gone g
+      WHERE m.namespace = g.namespace AND m.run_id = g.run_id),
+p AS (DELETE FROM {phases} p USING gone g
+      WHERE p.namespace = g.namespace AND p.run_id = g.run_id)
+SELECT count(*) FROM gone
+"""
+
+
+def _fenced(assignments: str, more: str = "") -> str:
+    return _FENCED.replace("{assignments}", assignments).replace("{more}", more)
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The store's statements for one schema."""
+
+    begin: sql.Composed
+    save: sql.Composed
+    complete: sql.Composed
+    fail: sql.Composed
+    release: sql.Composed
+    renew: sql.Composed
+    claim: sql.Composed
+    claim_next: sql.Composed
+    claimed: sql.Composed
+    claimed_one: sql.Composed
+    load: sql.Composed
+    interrupted: sql.Composed
+    list_all: sql.Composed
+    list_status: sql.Composed
+    list_after: sql.Composed
+    list_status_after: sql.Composed
+    delete_run: sql.Composed
+    delete_progress: sql.Composed
+    purge: sql.Composed
+
+    def listing(self, *, status: bool, cursor: bool) -> sql.Composed:
+        """The list statement filtering by status and/or cursor as asked."""
+        if status:
+            return self.list_status_after if cursor else self.list_status
+        return self.list_after if cursor else self.list_all
+
+    @classmethod
+    def for_schema(cls, schema: str) -> Statements:
+        def c(text: str) -> sql.Composed:
+            return _compose(text, schema)
+
+        return cls(
+            begin=c(_BEGIN),
+            save=c(_fenced("updated_at = now()", _APPEND)),
+            complete=c(
+                _fenced(
+                    "status = 'completed', result = %(result)s, lease_expires_at = NULL, "
+                    "updated_at = now()",
+                    _CLEAR_PROGRESS,
+                )
+            ),
+            fail=c(
+                _fenced(
+                    "status = 'failed', error = %(error)s, lease_expires_at = NULL, "
+                    "updated_at = now()"
+                )
+            ),
+            release=c(_fenced("lease_expires_at = NULL, updated_at = now()")),
+            renew=c(
+                _fenced(
+                    "lease_expires_at = now() + make_interval(secs => lease_seconds), "
+                    "updated_at = now()"
+                )
+            ),
+            claim=c(_CLAIM),
+            claim_next=c(_CLAIM_NEXT),
+            claimed=c(_CLAIMED),
+            claimed_one=c(_CLAIMED + " AND r.run_id = %(run_id)s"),
+            load=c(_LOAD),
+            interrupted=c(_INTERRUPTED),
+            list_all=c(_LIST.replace("{filters}", "")),
+            list_status=c(_LIST.replace("{filters}", _STATUS)),
+            list_after=c(_LIST.replace("{filters}", _AFTER_CURSOR)),
+            list_status_after=c(_LIST.replace("{filters}", _STATUS + _AFTER_CURSOR)),
+            delete_run=c(_DELETE_RUN),
+            delete_progress=c(_DELETE_PROGRESS),
+            purge=c(_PURGE),
+        )
