@@ -56,10 +56,17 @@ class PostgresStore:
 
     ``PostgresStore("postgresql://user:pw@host/db", schema="outlast")`` or
     ``outlast.open(url)``. Options: see :data:`outlast_postgres.config.OPTIONS`.
+    ``PostgresStore(other.config)`` opens another store on the same database
+    and schema (as another process would).
     """
 
-    def __init__(self, url: str, **options: Any) -> None:
-        self._config = parse(url, options)
+    def __init__(self, url: str | PostgresConfig, **options: Any) -> None:
+        if isinstance(url, PostgresConfig):
+            if options:
+                raise TypeError("options go into the PostgresConfig, not next to it")
+            self._config = url
+        else:
+            self._config = parse(url, options)
         self.statements = Statements.for_schema(self._config.schema)
         self._pool: Pool | None = None
         self._opening = asyncio.Lock()
