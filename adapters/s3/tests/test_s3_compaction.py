@@ -1,0 +1,122 @@
+"""Compaction: a run's many segment objects fold into one compacted object."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from conftest import BUCKET, admin_client
+
+import outlast
+from outlast import CheckpointState, Message, PhaseOutput, RunStart
+from outlast_s3 import S3Store
+from outlast_s3.documents import decode_state
+from outlast_s3.layout import Layout
+from outlast_s3.objects import ObjectClient
+from outlast_s3.progress import ProgressReader
+
+
+def _keys(endpoint: str, prefix: str) -> list[str]:
+    client = admin_client(endpoint)
+    try:
+        listing = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+        return [item["Key"] for item in listing.get("Contents", ())]
+    finally:
+        client.close()
+
+
+def _history(count: int) -> tuple[Message, ...]:
+    return tuple(Message.user(f"m{i} ✓") for i in range(count))
+
+
+@pytest.mark.asyncio
+async def test_many_saves_compact_into_one_object_and_load_back_exactly(
+    s3_url: str, s3_endpoint: str, s3_prefix: str
+) -> None:
+    store = outlast.open(s3_url, compact_after="4")
+    reopened = outlast.open(s3_url)
+    try:
+        checkpointer = await store.begin(RunStart(run_id="long", kind="k", owner="w"))
+        for count in range(1, 12):
+            await checkpointer.save(CheckpointState(_history(count)))
+        loaded = await reopened.load("long")
+    finally:
+        await store.close()
+        await reopened.close()
+    keys = _keys(s3_endpoint, f"{s3_prefix}/")
+    segments = [k for k in keys if "/seg/" in k]
+    compacted = [k for k in keys if "/compact/" in k]
+    assert len(compacted) == 1  # the previous compacted object was deleted
+    assert len(segments) <= 5  # 11 saves, at most compact_after + 1 segments kept
+    assert loaded is not None
+    assert loaded.state.history == _history(11)
+
+
+@pytest.mark.asyncio
+async def test_compacted_run_resumes_across_phases_after_a_claim(s3_url: str) -> None:
+    store = outlast.open(s3_url, compact_after="3")
+    try:
+        first = await store.begin(RunStart(run_id="plan", kind="k", owner="w"))
+        phases = (PhaseOutput("research", {"found": [1, 2]}),)
+        for count in range(1, 5):
+            await first.save(CheckpointState(_history(count)))
+        for count in range(1, 4):
+            await first.save(CheckpointState(_history(count), phases))
+        await first.release()
+        claim = await store.claim("plan", owner="next", lease=30)
+        assert claim is not None
+        for count in range(4, 9):
+            await claim.checkpointer.save(CheckpointState(_history(count), phases))
+        loaded = await store.load("plan")
+    finally:
+        await store.close()
+    assert claim.resume.completed_phases == phases
+    assert claim.resume.history == _history(3)
+    assert loaded is not None
+    assert loaded.state == CheckpointState(_history(8), phases)
+
+
+@pytest.mark.asyncio
+async def test_reader_holding_the_state_from_before_a_compaction_reads_again(
+    s3_url: str,
+) -> None:
+    store = outlast.open(s3_url, compact_after="3")
+    assert isinstance(store, S3Store)
+    objects = ObjectClient(store.options)
+    layout = Layout(store.options.prefix)
+    try:
+        checkpointer = await store.begin(RunStart(run_id="r", kind="k", owner="w"))
+        for count in range(1, 3):
+            await checkpointer.save(CheckpointState(_history(count)))
+        before = await objects.get(layout.state("default", "r"))
+        assert before is not None
+        for count in range(3, 10):  # compacts and deletes the segments `before` knew
+            await checkpointer.save(CheckpointState(_history(count)))
+        stale = decode_state(before.body, "r")
+        progress = await ProgressReader(objects, layout).read(stale, before.etag)
+    finally:
+        await objects.close()
+        await store.close()
+    assert progress.run.compaction is not None
+    assert progress.state.history == _history(9)
+
+
+@pytest.mark.asyncio
+async def test_complete_deletes_the_progress_objects(
+    s3_url: str, s3_endpoint: str, s3_prefix: str
+) -> None:
+    store = outlast.open(s3_url, compact_after="2")
+    try:
+        run_id = f"run-{uuid.uuid4().hex[:6]}"
+        checkpointer = await store.begin(RunStart(run_id=run_id, kind="k", owner="w"))
+        for count in range(1, 6):
+            await checkpointer.save(CheckpointState(_history(count)))
+        await checkpointer.complete({"answer": 42})
+        loaded = await store.load(run_id)
+    finally:
+        await store.close()
+    keys = _keys(s3_endpoint, f"{s3_prefix}/")
+    assert [k.rsplit("/", 1)[1] for k in keys] == ["state.json"]  # marker gone too
+    assert loaded is not None
+    assert loaded.record.result == {"answer": 42}
+    assert loaded.state == CheckpointState()
