@@ -10,8 +10,10 @@ from typing import TypeVar
 
 from outlast import (
     JSON,
+    Checkpointer,
     CheckpointerFactory,
     CheckpointState,
+    LeaseLost,
     Message,
     PhaseOutput,
     RunRecord,
@@ -122,3 +124,26 @@ async def wait_interrupted(
         return None
 
     return await wait_for(listed, within=within, what=f"run {run_id!r} to be interrupted")
+
+
+async def writes_not_fenced(cp: Checkpointer, state: CheckpointState) -> list[str]:
+    """Try every write of ``cp``; the names of those that did NOT raise LeaseLost.
+
+    Each write is attempted even when an earlier one wrongly succeeded, so a
+    failing test names every unfenced write at once.
+    """
+    writes: dict[str, Callable[[], Awaitable[None]]] = {
+        "save": lambda: cp.save(state),
+        "complete": lambda: cp.complete("stale result"),
+        "fail": lambda: cp.fail("stale error"),
+        "release": cp.release,
+        "renew": cp.renew,
+    }
+    unfenced = []
+    for name, write in writes.items():
+        try:
+            await write()
+        except LeaseLost:
+            continue
+        unfenced.append(name)
+    return unfenced
