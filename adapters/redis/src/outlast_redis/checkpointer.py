@@ -8,6 +8,7 @@ namespace's lease index in a second step (see store.py for why that is safe).
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from outlast import codec
@@ -19,6 +20,11 @@ from outlast_redis.errors import translated
 
 if TYPE_CHECKING:
     from outlast_redis.store import RedisStore
+
+
+def _token() -> str:
+    """Marks one call, so its retry by redis-py is recognised as the same write."""
+    return uuid.uuid4().hex
 
 
 def raise_unless_ok(reply: Any, run_id: str, epoch: int) -> Any:
@@ -80,31 +86,32 @@ class RedisCheckpointer:
             *(codec.encode_phase(phase) for phase in delta.phases),
             *(codec.encode_message(message) for message in delta.messages),
         ]
-        await self._write(self._store.scripts.save, args)
+        await self._write("save", args)
         self._cursor = delta.after
 
     async def complete(self, result: JSON) -> None:
-        args = [self._epoch, codec.dumps(result), self._store.config.completed_ttl_ms]
-        await self._write(self._store.scripts.complete, args)
+        ttl_ms = self._store.config.completed_ttl_ms
+        await self._write("complete", [self._epoch, codec.dumps(result), ttl_ms, _token()])
         async with translated(self._store.where):
             await self._store.client.zrem(self._leases, self._run_id)
 
     async def fail(self, error: str) -> None:
-        await self._write(self._store.scripts.fail, [self._epoch, error])
+        await self._write("fail", [self._epoch, error, _token()])
         async with translated(self._store.where):
             await self._store.client.zrem(self._leases, self._run_id)
 
     async def release(self) -> None:
-        await self._write(self._store.scripts.release, [self._epoch])
+        await self._write("release", [self._epoch, _token()])
         async with translated(self._store.where):
             await self._store.client.zadd(self._leases, {self._run_id: 0})
 
     async def renew(self) -> None:
-        reply = await self._write(self._store.scripts.renew, [self._epoch])
+        reply = await self._write("renew", [self._epoch, _token()])
         async with translated(self._store.where):
             await self._store.client.zadd(self._leases, {self._run_id: int(reply[1])}, gt=True)
 
-    async def _write(self, script: Any, args: list[Any]) -> Any:
+    async def _write(self, script: str, args: list[Any]) -> Any:
         async with translated(self._store.where):
-            reply = await script(keys=self._keys, args=args)
+            scripts = await self._store.ready()
+            reply = await getattr(scripts, script)(keys=self._keys, args=args)
         return raise_unless_ok(reply, self._run_id, self._epoch)

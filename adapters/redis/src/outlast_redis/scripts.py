@@ -15,6 +15,9 @@ The run's record is a hash (``meta``) with the fields:
     expires_ms   lease expiry in server ms, "" when released or finished
     created_ms, updated_ms
     seg          the segment the ``msgs`` list holds (== number of phases)
+    op           token of the last begin/claim/renew/release/complete/fail, so
+                 a call redis-py retried after its reply was lost (the write
+                 landed) answers ``ok`` again instead of failing
     result       JSON text, once completed
     error        text, once failed
 
@@ -38,6 +41,10 @@ local function owned(epoch)
   if cur[2] ~= 'running' then return cur[2] end
   return nil
 end
+local function replayed(token)
+  -- This very call already wrote (redis-py retried it after losing the reply).
+  return redis.call('HGET', KEYS[1], 'op') == token
+end
 local function push(key, first, last)
   -- unpack in chunks: Lua's stack is limited to a few thousand values
   local i = first
@@ -55,15 +62,18 @@ end
 BEGIN = (
     _PRELUDE
     + """
--- ARGV: version, run_id, namespace, kind, input, owner, lease_ms
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+-- ARGV: version, run_id, namespace, kind, input, owner, lease_ms, token
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if replayed(ARGV[8]) then return {'ok', tonumber(redis.call('HGET', KEYS[1], 'expires_ms'))} end
+  return {'exists'}
+end
 redis.call('DEL', KEYS[2], KEYS[3])
 local now = now_ms()
 local expires = now + tonumber(ARGV[7])
 redis.call('HSET', KEYS[1], 'v', ARGV[1], 'run_id', ARGV[2], 'namespace', ARGV[3],
   'kind', ARGV[4], 'input', ARGV[5], 'owner', ARGV[6], 'status', 'running',
   'epoch', 1, 'attempts', 1, 'lease_ms', ARGV[7], 'expires_ms', expires,
-  'created_ms', now, 'updated_ms', now, 'seg', 0)
+  'created_ms', now, 'updated_ms', now, 'seg', 0, 'op', ARGV[8])
 return {'ok', expires}
 """
 )
@@ -103,12 +113,13 @@ return {'ok'}
 COMPLETE = (
     _PRELUDE
     + """
--- ARGV: epoch, result JSON, ttl_ms (0: keep the terminal record until purged)
+-- ARGV: epoch, result JSON, ttl_ms (0: keep the terminal record until purged), token
+if replayed(ARGV[4]) then return {'ok'} end
 local bad = owned(ARGV[1])
 if bad then return {bad} end
 redis.call('DEL', KEYS[2], KEYS[3])
 redis.call('HSET', KEYS[1], 'status', 'completed', 'result', ARGV[2], 'expires_ms', '',
-  'seg', 0, 'updated_ms', now_ms())
+  'seg', 0, 'updated_ms', now_ms(), 'op', ARGV[4])
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
 return {'ok'}
@@ -118,11 +129,12 @@ return {'ok'}
 FAIL = (
     _PRELUDE
     + """
--- ARGV: epoch, error text
+-- ARGV: epoch, error text, token
+if replayed(ARGV[3]) then return {'ok'} end
 local bad = owned(ARGV[1])
 if bad then return {bad} end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2], 'expires_ms', '',
-  'updated_ms', now_ms())
+  'updated_ms', now_ms(), 'op', ARGV[3])
 return {'ok'}
 """
 )
@@ -130,10 +142,11 @@ return {'ok'}
 RELEASE = (
     _PRELUDE
     + """
--- ARGV: epoch
+-- ARGV: epoch, token
+if replayed(ARGV[2]) then return {'ok'} end
 local bad = owned(ARGV[1])
 if bad then return {bad} end
-redis.call('HSET', KEYS[1], 'expires_ms', '', 'updated_ms', now_ms())
+redis.call('HSET', KEYS[1], 'expires_ms', '', 'updated_ms', now_ms(), 'op', ARGV[2])
 return {'ok'}
 """
 )
@@ -141,12 +154,15 @@ return {'ok'}
 RENEW = (
     _PRELUDE
     + """
--- ARGV: epoch
+-- ARGV: epoch, token
+if replayed(ARGV[2]) then
+  return {'ok', tonumber(redis.call('HGET', KEYS[1], 'expires_ms'))}
+end
 local bad = owned(ARGV[1])
 if bad then return {bad} end
 local now = now_ms()
 local expires = now + tonumber(redis.call('HGET', KEYS[1], 'lease_ms'))
-redis.call('HSET', KEYS[1], 'expires_ms', expires, 'updated_ms', now)
+redis.call('HSET', KEYS[1], 'expires_ms', expires, 'updated_ms', now, 'op', ARGV[2])
 return {'ok', expires}
 """
 )
@@ -154,9 +170,13 @@ return {'ok', expires}
 CLAIM = (
     _PRELUDE
     + """
--- ARGV: owner, lease_ms
+-- ARGV: owner, lease_ms, token
 -- Answers {'ok', before, record, phases, messages}: 'before' holds the fields
 -- the claim changed, so an undecodable run can be handed back untouched.
+if replayed(ARGV[3]) then
+  return {'again', {}, redis.call('HGETALL', KEYS[1]),
+    redis.call('LRANGE', KEYS[2], 0, -1), redis.call('LRANGE', KEYS[3], 0, -1)}
+end
 local cur = redis.call('HMGET', KEYS[1], 'status', 'expires_ms')
 if cur[1] ~= 'running' then return {'none'} end
 local now = now_ms()
@@ -174,7 +194,7 @@ end
 redis.call('HINCRBY', KEYS[1], 'epoch', 1)
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease_ms', ARGV[2],
-  'expires_ms', now + tonumber(ARGV[2]), 'updated_ms', now)
+  'expires_ms', now + tonumber(ARGV[2]), 'updated_ms', now, 'op', ARGV[3])
 return {'ok', before, redis.call('HGETALL', KEYS[1]),
   redis.call('LRANGE', KEYS[2], 0, -1), redis.call('LRANGE', KEYS[3], 0, -1)}
 """

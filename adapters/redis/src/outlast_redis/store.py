@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,7 @@ from outlast.ports import (
     validate_lease,
     validate_start,
 )
-from outlast_redis import scripts
+from outlast_redis import scripts as lua
 from outlast_redis.checkpointer import RedisCheckpointer
 from outlast_redis.config import RedisConfig, parse
 from outlast_redis.errors import translated
@@ -84,24 +85,27 @@ class Scripts:
     index_forget: AsyncScript
     index_candidates: AsyncScript
 
+    def all(self) -> list[AsyncScript]:
+        return [getattr(self, name) for name in self.__slots__]
+
     @classmethod
     def register(cls, client: Client) -> Scripts:
         sources = {
-            "begin": scripts.BEGIN,
-            "save": scripts.SAVE,
-            "complete": scripts.COMPLETE,
-            "fail": scripts.FAIL,
-            "release": scripts.RELEASE,
-            "renew": scripts.RENEW,
-            "claim": scripts.CLAIM,
-            "unclaim": scripts.UNCLAIM,
-            "load": scripts.LOAD,
-            "purge": scripts.PURGE,
-            "index_reserve": scripts.INDEX_RESERVE,
-            "index_confirm": scripts.INDEX_CONFIRM,
-            "index_heal": scripts.INDEX_HEAL,
-            "index_forget": scripts.INDEX_FORGET,
-            "index_candidates": scripts.INDEX_CANDIDATES,
+            "begin": lua.BEGIN,
+            "save": lua.SAVE,
+            "complete": lua.COMPLETE,
+            "fail": lua.FAIL,
+            "release": lua.RELEASE,
+            "renew": lua.RENEW,
+            "claim": lua.CLAIM,
+            "unclaim": lua.UNCLAIM,
+            "load": lua.LOAD,
+            "purge": lua.PURGE,
+            "index_reserve": lua.INDEX_RESERVE,
+            "index_confirm": lua.INDEX_CONFIRM,
+            "index_heal": lua.INDEX_HEAL,
+            "index_forget": lua.INDEX_FORGET,
+            "index_candidates": lua.INDEX_CANDIDATES,
         }
         return cls(**{name: client.register_script(text) for name, text in sources.items()})
 
@@ -122,6 +126,7 @@ class RedisStore:
         self.config = config
         self._client: Client | None = None
         self._scripts: Scripts | None = None
+        self._loading = asyncio.Lock()
         self.where = config.redacted_url
 
     def __repr__(self) -> str:
@@ -141,10 +146,23 @@ class RedisStore:
                 self._client = Redis.from_url(self.config.url, **options)
         return self._client
 
-    @property
-    def scripts(self) -> Scripts:
+    async def ready(self) -> Scripts:
+        """The scripts, loaded into the server(s) before their first use.
+
+        Loading them up front (once per store) matters on Cluster: redis-py's
+        NOSCRIPT fallback is not safe when many calls hit it at once on a
+        fresh cluster client (it can run a script twice or drop connections
+        under a command). Later NOSCRIPTs (a restart, SCRIPT FLUSH) still
+        reload through the fallback, and every script is safe to repeat.
+        """
         if self._scripts is None:
-            self._scripts = Scripts.register(self.client)
+            async with self._loading:
+                if self._scripts is None:
+                    registered = Scripts.register(self.client)
+                    async with translated(self.where):
+                        for script in registered.all():
+                            await self.client.script_load(script.script)
+                    self._scripts = registered
         return self._scripts
 
     def run_keys(self, namespace: str, run_id: str) -> RunKeys:
@@ -165,13 +183,15 @@ class RedisStore:
             codec.dumps(start.input),
             start.owner,
             lease_ms(start.lease),
+            uuid.uuid4().hex,
         ]
         async with translated(self.where):
-            await self.scripts.index_reserve(keys=index, args=[start.run_id])
-            reply = await self.scripts.begin(keys=run_keys.all(), args=args)
+            scripts = await self.ready()
+            await scripts.index_reserve(keys=index, args=[start.run_id])
+            reply = await scripts.begin(keys=run_keys.all(), args=args)
             if reply[0] == b"exists":
                 raise RunExists(start.run_id, start.namespace)
-            await self.scripts.index_confirm(keys=index, args=[start.run_id, int(reply[1])])
+            await scripts.index_confirm(keys=index, args=[start.run_id, int(reply[1])])
         return RedisCheckpointer(self, start.namespace, start.run_id, 1, SaveCursor())
 
     async def interrupted(
@@ -181,8 +201,9 @@ class RedisStore:
         found: list[RunRecord] = []
         offset = 0
         async with translated(self.where):
+            scripts = await self.ready()
             while len(found) < limit:
-                now_ms, entries = await self.scripts.index_candidates(
+                now_ms, entries = await scripts.index_candidates(
                     keys=index.all(), args=[offset, _BATCH]
                 )
                 candidates = [
@@ -215,8 +236,9 @@ class RedisStore:
 
         Returns True when the entry stays among the candidates.
         """
+        scripts = await self.ready()
         if not fields:
-            await self.scripts.index_forget(keys=index.all(), args=[run_id])
+            await scripts.index_forget(keys=index.all(), args=[run_id])
             return False
         try:
             record = decode_record(fields, run_id)
@@ -230,7 +252,7 @@ class RedisStore:
         if expires is None or expires <= now_ms:
             found.append(record)
             return True
-        healed = await self.scripts.index_heal(keys=index.all(), args=[run_id, score, expires])
+        healed = await scripts.index_heal(keys=index.all(), args=[run_id, score, expires])
         return not healed
 
     async def _hashes(self, namespace: str, run_ids: Sequence[str]) -> list[dict[str, bytes]]:
@@ -247,22 +269,27 @@ class RedisStore:
         validate_lease(lease)
         run_keys = self.run_keys(namespace, run_id)
         async with translated(self.where):
-            reply = await self.scripts.claim(keys=run_keys.all(), args=[owner, lease_ms(lease)])
+            scripts = await self.ready()
+            reply = await scripts.claim(
+                keys=run_keys.all(), args=[owner, lease_ms(lease), uuid.uuid4().hex]
+            )
             if reply[0] == b"none":
                 return None
             if reply[0] == b"corrupt":
                 raise CorruptCheckpoint(run_id, f"the run's {reply[1].decode()} does not parse")
             before, meta, phases, messages = reply[1:]
             fields = fields_of(meta)
-            epoch = int(before[0]) + 1
+            epoch = int(fields_of(meta).get("epoch", b"0"))
             try:
                 record = decode_record(fields, run_id)
                 state = decode_state(fields, phases, messages, run_id)
                 expires = decode_lease(fields, run_id)
             except CorruptCheckpoint:
+                if reply[0] != b"ok":  # a replayed claim: the first answer undid it
+                    raise
                 # Hand the run back untouched, as if never claimed: nobody
                 # holds this epoch, and the next claimer reports the same.
-                await self.scripts.unclaim(keys=run_keys.all(), args=[epoch, *before])
+                await scripts.unclaim(keys=run_keys.all(), args=[epoch, *before])
                 raise
             index = self.namespace_keys(namespace)
             await self.client.zadd(index.leases, {run_id: expires or 0}, gt=True)
@@ -272,9 +299,8 @@ class RedisStore:
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
         async with translated(self.where):
-            meta, phases, messages = await self.scripts.load(
-                keys=self.run_keys(namespace, run_id).all()
-            )
+            scripts = await self.ready()
+            meta, phases, messages = await scripts.load(keys=self.run_keys(namespace, run_id).all())
         fields = fields_of(meta)
         if not fields:
             return None
@@ -294,6 +320,7 @@ class RedisStore:
         records: list[RunRecord] = []
         low = f"({cursor}" if cursor is not None else "-"
         async with translated(self.where):
+            scripts = await self.ready()
             while len(records) <= limit:
                 members = await self.client.zrangebylex(index.runs, low, "+", start=0, num=_BATCH)
                 run_ids = [_text(member) for member in members]
@@ -303,7 +330,7 @@ class RedisStore:
                     run_ids, await self._hashes(namespace, run_ids), strict=True
                 ):
                     if not fields:  # finished with a TTL, or a begin that died
-                        await self.scripts.index_forget(keys=index.all(), args=[run_id])
+                        await scripts.index_forget(keys=index.all(), args=[run_id])
                         continue
                     try:
                         record = decode_record(fields, run_id)
@@ -322,8 +349,9 @@ class RedisStore:
     async def delete(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
         index = self.namespace_keys(namespace)
         async with translated(self.where):
+            scripts = await self.ready()
             removed: int = await self.client.delete(*self.run_keys(namespace, run_id).all())
-            await self.scripts.index_forget(keys=index.all(), args=[run_id])
+            await scripts.index_forget(keys=index.all(), args=[run_id])
         return removed > 0
 
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
@@ -332,6 +360,7 @@ class RedisStore:
         deleted = 0
         low = "-"
         async with translated(self.where):
+            scripts = await self.ready()
             while True:
                 members = await self.client.zrangebylex(index.runs, low, "+", start=0, num=_BATCH)
                 run_ids = [_text(member) for member in members]
@@ -339,7 +368,7 @@ class RedisStore:
                     break
                 outcomes = await asyncio.gather(
                     *(
-                        self.scripts.purge(
+                        scripts.purge(
                             keys=self.run_keys(namespace, run_id).all(), args=[older_than_ms]
                         )
                         for run_id in run_ids
@@ -348,7 +377,7 @@ class RedisStore:
                 for run_id, outcome in zip(run_ids, outcomes, strict=True):
                     if outcome[0] in (b"deleted", b"gone"):
                         deleted += outcome[0] == b"deleted"
-                        await self.scripts.index_forget(keys=index.all(), args=[run_id])
+                        await scripts.index_forget(keys=index.all(), args=[run_id])
                 if len(run_ids) < _BATCH:
                     break
                 low = f"({run_ids[-1]}"

@@ -1,0 +1,96 @@
+"""Fixtures of the Redis tests: the shared server, a throwaway Cluster, key cleanup.
+
+The shared server comes from ``OUTLAST_TEST_REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``). Every test session writes under its own key
+prefix and deletes those keys afterwards. When the server cannot be reached
+(or no ``redis-server`` binary exists for the Cluster), the tests skip saying
+why, or fail when ``OUTLAST_TEST_STRICT=1``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis_servers import redis_cluster, redis_server, redis_server_binary
+
+from outlast.urls import redact
+from outlast_conformance.services import service_url, unavailable
+
+REDIS_URL_ENV = "OUTLAST_TEST_REDIS_URL"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def delete_keys(url: str, prefix: str, **options: object) -> None:
+    """Delete every key under ``prefix`` (SCAN, not KEYS: the server may be shared)."""
+    client = (
+        redis.RedisCluster.from_url(url) if options.get("cluster") else redis.Redis.from_url(url)
+    )
+    with client:
+        for key in list(client.scan_iter(match=f"{prefix}:*", count=500)):
+            client.delete(key)
+
+
+def keys_under(url: str, prefix: str) -> list[bytes]:
+    with redis.Redis.from_url(url) as client:
+        return sorted(client.scan_iter(match=f"{prefix}:*", count=500))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    url = service_url(REDIS_URL_ENV, DEFAULT_REDIS_URL)
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=5) as client:
+            client.ping()
+    except redis.RedisError as exc:
+        unavailable(f"Redis at {redact(url)} is not reachable ({exc}); set {REDIS_URL_ENV}")
+    return url
+
+
+@pytest.fixture(scope="session")
+def session_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix no other test session uses; its keys are deleted afterwards."""
+    prefix = f"outlast-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    delete_keys(redis_url, prefix)
+
+
+@pytest.fixture
+def prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone (for tests that inspect every key)."""
+    prefix = f"outlast-test-{uuid.uuid4().hex[:12]}"
+    yield prefix
+    delete_keys(redis_url, prefix)
+
+
+def _servers_dir(factory: pytest.TempPathFactory, name: str) -> Path:
+    if redis_server_binary() is None:
+        unavailable(f"no redis-server binary on PATH: cannot start {name}")
+    return factory.mktemp(name.replace(" ", "-"))
+
+
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A 3-master Redis Cluster of our own, on free loopback ports."""
+    with redis_cluster(_servers_dir(tmp_path_factory, "a Redis Cluster")) as ports:
+        yield f"redis://127.0.0.1:{ports[0]}"
+
+
+@pytest.fixture(scope="session")
+def password_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server that requires the password ``s3cret-pw``."""
+    directory = _servers_dir(tmp_path_factory, "a password-protected redis-server")
+    with redis_server(directory, "requirepass s3cret-pw") as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def scriptless_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server whose scripting commands are disabled (renamed away)."""
+    directory = _servers_dir(tmp_path_factory, "a redis-server without scripting")
+    renamed = [f'rename-command {name} ""' for name in ("EVAL", "EVALSHA", "SCRIPT", "FCALL")]
+    with redis_server(directory, *renamed) as port:
+        yield port

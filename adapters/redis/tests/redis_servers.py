@@ -1,0 +1,147 @@
+"""Throwaway redis-server processes for tests: a Cluster, a password, no scripting.
+
+Started from the installed ``redis-server`` binary on free loopback ports in a
+temporary directory, waited for by polling with a bounded timeout, and
+terminated (by their own process ids) afterwards.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+STARTUP_TIMEOUT = 30.0
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = STARTUP_TIMEOUT) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def redis_server_binary() -> str | None:
+    return shutil.which("redis-server")
+
+
+def _redis_cli() -> str:
+    cli = shutil.which("redis-cli")
+    assert cli is not None, "redis-cli is needed next to redis-server"
+    return cli
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(cluster: bool = False) -> int:
+    """A free loopback port; for Cluster also its bus port (port + 10000)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if not cluster or (port + 10000 < 65536 and _port_free(port + 10000)):
+            return port
+
+
+def _answers(port: int, *command: str) -> str:
+    try:
+        done = subprocess.run(  # noqa: S603 - fixed argv of the installed redis-cli, no shell
+            [_redis_cli(), "-h", "127.0.0.1", "-p", str(port), *command],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
+    return done.stdout
+
+
+@contextmanager
+def redis_server(directory: Path, *config_lines: str, cluster: bool = False) -> Iterator[int]:
+    """Run one redis-server on a free port with extra config lines; yields the port."""
+    binary = redis_server_binary()
+    assert binary is not None
+    port = free_port(cluster)
+    home = directory / str(port)
+    home.mkdir(parents=True)
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        f"dir {home}",
+        'save ""',
+        "appendonly no",
+        *(["cluster-enabled yes", "cluster-config-file nodes.conf"] if cluster else []),
+        *config_lines,
+    ]
+    config = home / "redis.conf"
+    config.write_text("\n".join(lines) + "\n")
+    with (home / "server.log").open("w") as log:
+        process = subprocess.Popen(  # noqa: S603 - the installed redis-server, no shell
+            [binary, str(config)], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+
+        def up() -> bool:
+            if process.poll() is not None:
+                log_text = (home / "server.log").read_text()
+                raise RuntimeError(f"redis-server on port {port} exited:\n{log_text}")
+            return _listening(port)
+
+        wait_until(up, f"redis-server on port {port} to listen")
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@contextmanager
+def redis_cluster(directory: Path, masters: int = 3) -> Iterator[list[int]]:
+    """A Cluster of ``masters`` masters without replicas; yields their ports."""
+    with ExitStack() as stack:
+        ports = [stack.enter_context(redis_server(directory, cluster=True)) for _ in range(masters)]
+        subprocess.run(  # noqa: S603 - fixed argv of the installed redis-cli, no shell
+            [
+                _redis_cli(),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        wait_until(
+            lambda: all("cluster_state:ok" in _answers(p, "cluster", "info") for p in ports),
+            "the Redis Cluster to report cluster_state:ok on every node",
+        )
+        yield ports
