@@ -71,8 +71,8 @@ class PostgresConfig:
         """Keyword arguments for ``AsyncConnection.connect`` (and the pool)."""
         return {
             **self.libpq_options,
-            # libpq counts whole seconds; never round a short timeout down to "wait forever" (0).
-            "connect_timeout": max(1, math.ceil(self.connect_timeout)),
+            # libpq counts whole seconds, at least 2 (psycopg enforces the same minimum).
+            "connect_timeout": max(2, math.ceil(self.connect_timeout)),
             "fallback_application_name": "outlast",
             # Each statement is its own transaction unless a transaction() block says otherwise:
             # one statement, one round trip.

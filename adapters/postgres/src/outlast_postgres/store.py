@@ -185,24 +185,24 @@ class PostgresStore:
     ) -> Claim | None:
         validate_lease(lease)
         params = {"namespace": namespace, "run_id": run_id, "owner": owner, "lease": float(lease)}
-        async with (
-            self.connection(f"claiming run {run_id!r}") as conn,
-            conn.pipeline(),
-            conn.transaction(),
-        ):
+        async with self.connection(f"claiming run {run_id!r}") as conn, conn.pipeline():
+            # One flush: BEGIN, the conditional UPDATE and the read of the claimed
+            # progress go out together and come back together.
+            await conn.execute("BEGIN")
             claimed = await conn.execute(self.statements.claim, params)
             progress = await conn.execute(self.statements.claimed_one, params)
-            row = await claimed.fetchone()
-            if row is None:
-                return None
-            # Decoding inside the transaction: a corrupt run raises and the
-            # claim rolls back, leaving the run as it was.
-            record = records.record_from_row(row)
             bodies = await progress.fetchone()
-            if bodies is None:
+            row = await claimed.fetchone()
+            # Decode before COMMIT: a corrupt run raises, the connection rolls
+            # the claim back and the run stays as it was.
+            found = None if row is None else records.record_from_row(row)
+            if found is not None and bodies is None:
                 raise StoreError(f"run {run_id!r}: claimed but its progress could not be read")
-            state = records.state_from_bodies(run_id, bodies[1], bodies[2])
-        return self._claim(record, state)
+            state = CheckpointState() if bodies is None else _state(run_id, bodies)
+            await conn.execute("COMMIT")
+        if found is None:
+            return None
+        return self._claim(found, state)
 
     async def claim_next(
         self,
@@ -245,25 +245,22 @@ class PostgresStore:
         async with (
             self.connection(f"claiming interrupted runs of {namespace!r}") as conn,
             conn.pipeline(),
-            conn.transaction(),
         ):
+            await conn.execute("BEGIN")
             claimed = await conn.execute(self.statements.claim_next, params)
             progress = await conn.execute(self.statements.claimed, params)
-            rows = await claimed.fetchall()
-            bodies = {row[0]: (row[1], row[2]) for row in await progress.fetchall()}
-            for row in rows:
+            bodies = {row[0]: row for row in await progress.fetchall()}
+            for row in await claimed.fetchall():
                 try:
                     record = records.record_from_row(row)
-                    phases, messages = bodies.get(record.run_id, (None, None))
-                    state = records.state_from_bodies(record.run_id, phases, messages)
+                    state = _state(record.run_id, bodies.get(record.run_id))
                 except CorruptCheckpoint as exc:
                     log.warning("skipping run %r in claim_next: %s", row[0], exc)
                     corrupt.append(row[0])
                 else:
                     claims.append(self._claim(record, state))
-            if corrupt:
-                # Undo the whole batch; the caller retries without the corrupt runs.
-                raise psycopg.Rollback()
+            # A corrupt run undoes the whole batch; the caller retries without it.
+            await conn.execute("ROLLBACK" if corrupt else "COMMIT")
         return ([] if corrupt else claims), corrupt
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
@@ -303,13 +300,14 @@ class PostgresStore:
 
     async def delete(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
         params = {"namespace": namespace, "run_id": run_id}
-        async with (
-            self.connection(f"deleting run {run_id!r}") as conn,
-            conn.pipeline(),
-            conn.transaction(),
-        ):
-            deleted = await conn.execute(self.statements.delete_run, params)
-            await conn.execute(self.statements.delete_progress, params)
+        async with self.connection(f"deleting run {run_id!r}") as conn:
+            # Two statements (see statements._DELETE_PROGRESS), one transaction,
+            # one flush: the results are read once the pipeline is synced.
+            async with conn.pipeline():
+                await conn.execute("BEGIN")
+                deleted = await conn.execute(self.statements.delete_run, params)
+                await conn.execute(self.statements.delete_progress, params)
+                await conn.execute("COMMIT")
             found = await deleted.fetchone()
         return found is not None
 
@@ -326,6 +324,13 @@ class PostgresStore:
             self, record.namespace, record.run_id, record.epoch, cursor
         )
         return Claim(checkpointer, ResumeState(state.history, state.phases), record)
+
+
+def _state(run_id: str, bodies: TupleRow | None) -> CheckpointState:
+    """The progress in a row of ``statements._CLAIMED`` (run_id, phases, messages)."""
+    if bodies is None:
+        return CheckpointState()
+    return records.state_from_bodies(run_id, bodies[1], bodies[2])
 
 
 def _readable(rows: Sequence[TupleRow]) -> list[RunRecord]:
