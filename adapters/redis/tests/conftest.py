@@ -15,28 +15,13 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_servers import redis_cluster, redis_server, redis_server_binary
+from redis_servers import delete_keys, redis_cluster, redis_server, redis_server_binary
 
 from outlast.urls import redact
 from outlast_conformance.services import service_url, unavailable
 
 REDIS_URL_ENV = "OUTLAST_TEST_REDIS_URL"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-def delete_keys(url: str, prefix: str, **options: object) -> None:
-    """Delete every key under ``prefix`` (SCAN, not KEYS: the server may be shared)."""
-    client = (
-        redis.RedisCluster.from_url(url) if options.get("cluster") else redis.Redis.from_url(url)
-    )
-    with client:
-        for key in list(client.scan_iter(match=f"{prefix}:*", count=500)):
-            client.delete(key)
-
-
-def keys_under(url: str, prefix: str) -> list[bytes]:
-    with redis.Redis.from_url(url) as client:
-        return sorted(client.scan_iter(match=f"{prefix}:*", count=500))
 
 
 @pytest.fixture(scope="session")

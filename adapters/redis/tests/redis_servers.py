@@ -1,4 +1,5 @@
-"""Throwaway redis-server processes for tests: a Cluster, a password, no scripting.
+"""Test helpers: throwaway redis-server processes (a Cluster, a password, no
+scripting) and looking at the keys under a prefix.
 
 Started from the installed ``redis-server`` binary on free loopback ports in a
 temporary directory, waited for by polling with a bounded timeout, and
@@ -14,6 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+import redis
 
 STARTUP_TIMEOUT = 30.0
 
@@ -145,3 +148,18 @@ def redis_cluster(directory: Path, masters: int = 3) -> Iterator[list[int]]:
             "the Redis Cluster to report cluster_state:ok on every node",
         )
         yield ports
+
+
+def delete_keys(url: str, prefix: str, **options: object) -> None:
+    """Delete every key under ``prefix`` (SCAN, not KEYS: the server may be shared)."""
+    client = (
+        redis.RedisCluster.from_url(url) if options.get("cluster") else redis.Redis.from_url(url)
+    )
+    with client:
+        for key in list(client.scan_iter(match=f"{prefix}:*", count=500)):
+            client.delete(key)
+
+
+def keys_under(url: str, prefix: str) -> list[bytes]:
+    with redis.Redis.from_url(url) as client:
+        return sorted(client.scan_iter(match=f"{prefix}:*", count=500))

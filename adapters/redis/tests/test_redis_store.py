@@ -1,0 +1,449 @@
+"""What the conformance suite cannot see: round trips, keys, scripts, indexes, errors."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis
+from redis.crc import key_slot
+from redis_servers import free_port, keys_under
+
+import outlast
+from outlast import (
+    CheckpointState,
+    CheckpointStateError,
+    ConfigurationError,
+    CorruptCheckpoint,
+    LeaseLost,
+    Message,
+    PhaseOutput,
+    RunStart,
+    RunStatus,
+    SaveCursor,
+    StoreUnavailable,
+)
+from outlast_redis import RedisCheckpointer, RedisStore, open_redis
+
+HISTORY = (Message.system("be brief"), Message.user("hi"), Message.assistant("hello"))
+
+
+def run_id() -> str:
+    return f"run-{uuid.uuid4().hex[:12]}"
+
+
+@pytest_asyncio.fixture
+async def store(redis_url: str, prefix: str) -> AsyncIterator[RedisStore]:
+    opened = open_redis(redis_url, prefix=prefix)
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+def raw(redis_url: str) -> Iterator[redis.Redis]:
+    """A plain synchronous client, to look at (or damage) what the store wrote."""
+    with redis.Redis.from_url(redis_url) as client:
+        yield client
+
+
+class CommandCounter:
+    """Counts the commands a store's client sends (each one is a round trip)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.commands: list[str] = []
+        client = store.client
+        send = client.execute_command
+
+        async def counted(*args: Any, **options: Any) -> Any:
+            self.commands.append(str(args[0]).upper())
+            return await send(*args, **options)
+
+        client.execute_command = counted  # type: ignore[method-assign]  # test spy
+
+    def take(self) -> list[str]:
+        taken, self.commands = self.commands, []
+        return taken
+
+
+async def begin(store: RedisStore, lease: float = 30.0, namespace: str = "default") -> Any:
+    return await store.begin(RunStart(run_id(), "test", {"n": 1}, namespace, "worker", lease))
+
+
+# Round trips -----------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_save_load_and_claim_take_a_constant_number_of_round_trips(
+    store: RedisStore,
+) -> None:
+    checkpointer = await begin(store)
+    await checkpointer.save(CheckpointState(HISTORY[:1]))  # scripts are loaded by now
+    counter = CommandCounter(store)
+
+    long_history = HISTORY + tuple(Message.user(f"message {i}") for i in range(500))
+    await checkpointer.save(CheckpointState(long_history))
+    assert counter.take() == ["EVALSHA"]
+    await checkpointer.save(CheckpointState(long_history, (PhaseOutput("plan", {"ok": 1}),)))
+    assert counter.take() == ["EVALSHA"]
+
+    loaded = await store.load(checkpointer.run_id)
+    assert counter.take() == ["EVALSHA"]
+    assert loaded is not None and loaded.state.phases == (PhaseOutput("plan", {"ok": 1}),)
+
+    await checkpointer.release()
+    counter.take()
+    claim = await store.claim(checkpointer.run_id, owner="other", lease=30.0)
+    assert counter.take() == ["EVALSHA", "ZADD"]  # the claim script, then the lease index
+    assert claim is not None and claim.record.epoch == 2
+
+
+@pytest.mark.asyncio
+async def test_a_save_survives_a_script_flush_through_the_noscript_fallback(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    checkpointer = await begin(store)
+    await checkpointer.save(CheckpointState(HISTORY[:1]))
+    raw.script_flush()
+    counter = CommandCounter(store)
+
+    await checkpointer.save(CheckpointState(HISTORY))
+
+    assert counter.take() == ["EVALSHA", "SCRIPT LOAD", "EVALSHA"]
+    loaded = await store.load(checkpointer.run_id)
+    assert loaded is not None and loaded.state.history == HISTORY
+
+
+# Writes ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_fenced_checkpointer_writes_nothing(store: RedisStore) -> None:
+    old = await begin(store)
+    await old.save(CheckpointState(HISTORY[:2]))
+    await old.release()
+    claim = await store.claim(old.run_id, owner="new", lease=30.0)
+    assert claim is not None
+
+    for write in (
+        old.save(CheckpointState(HISTORY)),
+        old.renew(),
+        old.release(),
+        old.fail("stale"),
+        old.complete("stale"),
+    ):
+        with pytest.raises(LeaseLost):
+            await write
+
+    loaded = await store.load(old.run_id)
+    assert loaded is not None
+    assert loaded.state.history == HISTORY[:2]
+    assert loaded.record.status is RunStatus.RUNNING and loaded.record.owner == "new"
+
+
+@pytest.mark.asyncio
+async def test_a_save_retried_after_its_reply_was_lost_writes_it_once(store: RedisStore) -> None:
+    checkpointer = await begin(store)
+    await checkpointer.save(CheckpointState(HISTORY))
+    # The same checkpointer as if the reply of that save never arrived.
+    retried = RedisCheckpointer(store, "default", checkpointer.run_id, 1, SaveCursor())
+
+    await retried.save(CheckpointState(HISTORY))
+
+    loaded = await store.load(checkpointer.run_id)
+    assert loaded is not None and loaded.state.history == HISTORY
+
+
+@pytest.mark.asyncio
+async def test_a_save_that_skips_messages_is_refused_and_writes_nothing(
+    store: RedisStore,
+) -> None:
+    checkpointer = await begin(store)
+    ahead = RedisCheckpointer(store, "default", checkpointer.run_id, 1, SaveCursor(messages=2))
+
+    with pytest.raises(CheckpointStateError, match="0 messages stored"):
+        await ahead.save(CheckpointState(HISTORY))
+
+    loaded = await store.load(checkpointer.run_id)
+    assert loaded is not None and loaded.state.history == ()
+
+
+@pytest.mark.asyncio
+async def test_a_write_replayed_by_a_client_retry_answers_ok(store: RedisStore) -> None:
+    checkpointer = await begin(store)
+    scripts = await store.ready()
+    keys = store.run_keys("default", checkpointer.run_id).all()
+    args: list[str | int] = [1, '"done"', 0, "token-1"]
+
+    first = await scripts.complete(keys=keys, args=args)
+    again = await scripts.complete(keys=keys, args=args)  # as redis-py retries it
+
+    assert first == again == [b"ok"]
+    with pytest.raises(LeaseLost, match="completed"):  # a genuinely second complete
+        await checkpointer.complete("twice")
+
+
+@pytest.mark.asyncio
+async def test_more_messages_than_a_lua_stack_holds_save_in_one_call(store: RedisStore) -> None:
+    checkpointer = await begin(store)
+    history = tuple(Message.user(f"m{i}") for i in range(2500))
+
+    await checkpointer.save(CheckpointState(history))
+
+    loaded = await store.load(checkpointer.run_id)
+    assert loaded is not None and loaded.state.history == history
+
+
+@pytest.mark.asyncio
+async def test_a_corrupt_run_is_handed_back_unclaimed(store: RedisStore, raw: redis.Redis) -> None:
+    checkpointer = await begin(store)
+    await checkpointer.save(CheckpointState(HISTORY))
+    await checkpointer.release()
+    await store.corrupt(checkpointer.run_id)
+    meta = store.run_keys("default", checkpointer.run_id).meta
+    before = raw.hgetall(meta)
+
+    with pytest.raises(CorruptCheckpoint):
+        await store.claim(checkpointer.run_id, owner="other", lease=30.0)
+
+    after = raw.hgetall(meta)
+    assert {k: v for k, v in after.items() if k != b"op"} == {
+        k: v for k, v in before.items() if k != b"op"
+    }
+
+
+# Keys ------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_delete_leaves_no_key_behind(store: RedisStore, redis_url: str, prefix: str) -> None:
+    checkpointer = await begin(store, namespace="solo")
+    await checkpointer.save(CheckpointState(HISTORY, (PhaseOutput("one", 1),)))
+    await checkpointer.save(CheckpointState(HISTORY, (PhaseOutput("one", 1),)))
+    await checkpointer.fail("boom")
+    assert keys_under(redis_url, prefix)  # the run and its indexes exist
+
+    assert await store.delete(checkpointer.run_id, "solo") is True
+
+    assert keys_under(redis_url, prefix) == []
+    assert await store.delete(checkpointer.run_id, "solo") is False
+
+
+@pytest.mark.asyncio
+async def test_purge_leaves_no_key_behind(store: RedisStore, redis_url: str, prefix: str) -> None:
+    done = await begin(store)
+    await done.save(CheckpointState(HISTORY))
+    await done.complete({"answer": 42})
+
+    assert await store.purge(0.0) == 1
+
+    assert keys_under(redis_url, prefix) == []
+
+
+@pytest.mark.asyncio
+async def test_complete_keeps_only_the_small_record(
+    store: RedisStore, redis_url: str, prefix: str
+) -> None:
+    checkpointer = await begin(store)
+    await checkpointer.save(CheckpointState(HISTORY, (PhaseOutput("one", 1),)))
+
+    await checkpointer.complete({"answer": 42})
+
+    keys = store.run_keys("default", checkpointer.run_id)
+    index = store.namespace_keys("default")
+    assert keys_under(redis_url, prefix) == sorted([keys.meta.encode(), index.runs.encode()])
+
+
+@pytest.mark.asyncio
+async def test_completed_ttl_lets_the_terminal_record_expire(
+    redis_url: str, prefix: str, raw: redis.Redis
+) -> None:
+    store = open_redis(f"{redis_url}?completed_ttl=60", prefix=prefix)
+    try:
+        checkpointer = await begin(store)
+        await checkpointer.save(CheckpointState(HISTORY))
+        await checkpointer.complete("ok")
+        meta = store.run_keys("default", checkpointer.run_id).meta
+
+        assert 0 < raw.pttl(meta) <= 60_000
+        raw.delete(meta)  # as if the TTL passed
+        page = await store.list()
+        assert page.records == ()
+        assert keys_under(redis_url, prefix) == []  # list() dropped the index entry
+    finally:
+        await store.close()
+
+
+@pytest.mark.asyncio
+async def test_the_keys_of_a_run_share_one_slot_and_never_another_runs(
+    store: RedisStore,
+) -> None:
+    first = store.run_keys("a:b", "c")
+    second = store.run_keys("a", "b:c")
+    braces = store.run_keys("{x}", "}{")
+
+    for keys in (first, second, braces):
+        assert len({key_slot(key.encode()) for key in keys.all()}) == 1
+    assert set(first.all()).isdisjoint(second.all())
+
+    one = await store.begin(RunStart("c", "test", 1, "a:b"))
+    two = await store.begin(RunStart("b:c", "test", 2, "a"))
+    await one.complete("first")
+    loaded = await store.load("b:c", "a")
+    assert loaded is not None and loaded.record.status is RunStatus.RUNNING
+    assert two.epoch == 1
+
+
+# Indexes ---------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_interrupted_heals_a_stale_lease_score(store: RedisStore, raw: redis.Redis) -> None:
+    checkpointer = await begin(store)
+    leases = store.namespace_keys("default").leases
+    raw.zadd(leases, {checkpointer.run_id: 0})  # as if begin died before its last step
+
+    assert await store.interrupted() == []
+
+    loaded = await store.load(checkpointer.run_id)
+    assert loaded is not None and loaded.record.lease_expires_at is not None
+    assert raw.zscore(leases, checkpointer.run_id) == round(loaded.record.lease_expires_at * 1000)
+
+
+@pytest.mark.asyncio
+async def test_readers_drop_index_entries_of_runs_that_are_gone(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    vanished = await begin(store, lease=30.0)
+    await vanished.release()
+    finished = await begin(store)
+    await finished.complete("done")
+    index = store.namespace_keys("default")
+    raw.delete(*store.run_keys("default", vanished.run_id).all())
+    raw.zadd(index.leases, {finished.run_id: 0})  # as if complete died before its last step
+
+    assert await store.interrupted() == []
+    assert [r.run_id for r in (await store.list()).records] == [finished.run_id]
+
+    assert raw.zrange(index.leases, 0, -1) == []
+    assert raw.zrange(index.runs, 0, -1) == [finished.run_id.encode()]
+
+
+@pytest.mark.asyncio
+async def test_renew_and_release_move_the_lease_index(store: RedisStore, raw: redis.Redis) -> None:
+    checkpointer = await begin(store, lease=30.0)
+    leases = store.namespace_keys("default").leases
+    begun = raw.zscore(leases, checkpointer.run_id)
+
+    await checkpointer.renew()
+    renewed = raw.zscore(leases, checkpointer.run_id)
+    await checkpointer.release()
+
+    assert begun is not None and renewed is not None and renewed >= begun
+    assert raw.zscore(leases, checkpointer.run_id) == 0
+    assert [r.run_id for r in await store.interrupted()] == [checkpointer.run_id]
+
+
+# Configuration ---------------------------------------------------------------
+
+
+def test_outlast_open_finds_the_redis_backend(redis_url: str) -> None:
+    store = outlast.open("redis://127.0.0.1:6379/3?prefix=app&completed_ttl=1.5")
+
+    assert isinstance(store, RedisStore)
+    assert (store.config.db, store.config.prefix, store.config.completed_ttl_ms) == (3, "app", 1500)
+    assert "redis" in [info.name for info in outlast.backends()]
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "complaint"),
+    [
+        ("redis://127.0.0.1/0?prefixx=a", {}, "unknown option"),
+        ("redis://127.0.0.1/0", {"ttl": 3}, "unknown option"),
+        ("redis://127.0.0.1/0", {"prefix": "a{b}"}, "braces"),
+        ("redis://127.0.0.1/0", {"db": "two"}, "database number"),
+        ("redis://127.0.0.1/1?cluster=1", {}, "only database 0"),
+        ("redis://127.0.0.1/0?cluster=maybe", {}, "1/0 or true/false"),
+        ("redis://127.0.0.1/0?completed_ttl=-1", {}, "positive number"),
+        ("unix:///tmp/redis.sock?cluster=1", {}, "over TCP"),
+    ],
+)
+def test_bad_options_are_refused_by_name(url: str, options: dict[str, Any], complaint: str) -> None:
+    with pytest.raises(ConfigurationError, match=complaint):
+        open_redis(url, **options)
+
+
+def test_keyword_options_win_and_the_query_never_reaches_redis_py() -> None:
+    store = open_redis("redis://u:pw@127.0.0.1:6379/2?prefix=a&db=4", prefix="b")
+
+    assert (store.config.prefix, store.config.db) == ("b", 4)
+    assert store.config.url == "redis://u:pw@127.0.0.1:6379"
+    assert "pw" not in repr(store) and "pw" not in repr(store.config)
+
+
+# Errors ----------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_server_is_store_unavailable_without_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = open_redis(f"redis://me:hunter2@127.0.0.1:{free_port()}/0", socket_connect_timeout=2)
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot reach Redis") as caught:
+            await store.load("any")
+    finally:
+        await store.close()
+
+    for text in (str(caught.value), repr(caught.value), repr(store), caplog.text):
+        assert "hunter2" not in text
+    assert "me:***@127.0.0.1" in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_a_wrong_password_is_store_unavailable_without_the_password(
+    password_server_port: int,
+) -> None:
+    store = open_redis(f"redis://default:wrong-pw@127.0.0.1:{password_server_port}/0")
+    try:
+        with pytest.raises(StoreUnavailable, match="refused the credentials") as caught:
+            await store.begin(RunStart(run_id(), "test"))
+    finally:
+        await store.close()
+
+    assert "wrong-pw" not in str(caught.value) and "wrong-pw" not in repr(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_the_right_password_works(password_server_port: int) -> None:
+    store = open_redis(f"redis://default:s3cret-pw@127.0.0.1:{password_server_port}/0")
+    try:
+        checkpointer = await store.begin(RunStart(run_id(), "test"))
+        await checkpointer.save(CheckpointState(HISTORY))
+        loaded = await store.load(checkpointer.run_id)
+    finally:
+        await store.close()
+
+    assert loaded is not None and loaded.state.history == HISTORY
+
+
+@pytest.mark.asyncio
+async def test_a_server_without_scripting_is_store_unavailable(scriptless_server_port: int) -> None:
+    store = open_redis(f"redis://127.0.0.1:{scriptless_server_port}/0")
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot run Lua scripts"):
+            await store.begin(RunStart(run_id(), "test"))
+    finally:
+        await store.close()
+
+
+@pytest.mark.asyncio
+async def test_cluster_mode_against_a_single_server_says_so(redis_url: str) -> None:
+    store = open_redis(redis_url.rsplit("/", 1)[0], cluster=True)
+    try:
+        with pytest.raises(StoreUnavailable, match="drop cluster=1"):
+            await store.load("any")
+    finally:
+        await store.close()
