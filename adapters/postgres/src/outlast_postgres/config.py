@@ -92,7 +92,8 @@ def parse(url: str, options: Mapping[str, Any]) -> PostgresConfig:
     """
     redacted = redact(url)
     if urlsplit(url).scheme.lower() not in SCHEMES:
-        raise ConfigurationError(f"{redacted!r} is not a postgresql:// or postgres:// URL")
+        # Not echoed: redact() only understands URLs, and this may be a key=value DSN.
+        raise ConfigurationError("expected a postgresql:// or postgres:// URL")
     from_query = query_options(url)
     merged: dict[str, Any] = {**from_query, **options}
     unknown = sorted(set(merged) - set(OPTIONS) - libpq_parameters())
