@@ -242,14 +242,20 @@ class S3Store:
             }
             if not stale:
                 return progress
-            # Read once more afterwards: a fence that lost to a late segment
-            # moves on; one that landed shows up in the listing.
-            await asyncio.gather(
-                *(
-                    self._put_fence(run.record, run.incarnation, SegmentName(epoch, seq))
-                    for epoch, seq in stale.items()
-                ),
+            fences = [SegmentName(epoch, seq) for epoch, seq in stale.items()]
+            landed = await asyncio.gather(
+                *(self._put_fence(run.record, run.incarnation, name) for name in fences)
             )
+            if all(landed):
+                # Nothing can have been written at or after a fence that landed
+                # where the old writer's next segment would go: this read is final.
+                return replace(
+                    progress,
+                    next_seq={e: s for e, s in progress.next_seq.items() if e not in stale},
+                    fences=progress.fences | set(fences),
+                )
+            # A fence lost to a late segment: read again; that segment counts
+            # (its save returned success) and the fence moves one further.
         raise StoreError(
             f"run {run.record.run_id!r}: could not fence the previous owner; try the claim again"
         )

@@ -1,0 +1,60 @@
+"""Requests per operation: what the README's "Costs per save" promises.
+
+Counted by the store (one count per S3 API call; botocore's automatic
+retries of throttling/5xx would come on top and are not counted).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import outlast
+from outlast import CheckpointState, Message, RunStart
+from outlast_s3 import S3Store
+
+
+def _history(count: int) -> tuple[Message, ...]:
+    return tuple(Message.user(f"message {i}") for i in range(count))
+
+
+@pytest.mark.asyncio
+async def test_requests_per_operation(s3_url: str) -> None:
+    store = outlast.open(s3_url)
+    assert isinstance(store, S3Store)
+    costs: dict[str, int] = {}
+
+    async def measure(name: str, operation: object) -> None:
+        before = store.requests
+        await operation  # type: ignore[misc]
+        costs[name] = store.requests - before
+
+    try:
+        checkpointer = await store.begin(RunStart(run_id="r", kind="k", owner="w"))
+        costs["begin"] = store.requests
+        for count in range(1, 21):
+            await measure("save", checkpointer.save(CheckpointState(_history(count))))
+            assert costs["save"] == 1, f"save {count} took {costs['save']} requests"
+        await measure("renew", checkpointer.renew())
+        await measure("release", checkpointer.release())
+        await measure("load (20 segments)", store.load("r"))
+        before = store.requests
+        claim = await store.claim("r", owner="next", lease=30)
+        costs["claim (20 segments)"] = store.requests - before
+        assert claim is not None
+        await measure("save after claim", claim.checkpointer.save(CheckpointState(_history(21))))
+        await measure("complete", claim.checkpointer.complete("done"))
+    finally:
+        await store.close()
+    assert costs == {
+        "begin": 2,  # running marker + state object (If-None-Match)
+        "save": 1,  # one segment PUT (If-None-Match), the fencing check included
+        "renew": 1,  # state PUT (If-Match)
+        "release": 1,
+        # state GET + segment LIST + 20 segment GETs (fetched in parallel)
+        "load (20 segments)": 22,
+        # GET state, LIST + 20 GETs (read and validate before taking the run),
+        # state CAS, LIST again (segments cached), one fence PUT
+        "claim (20 segments)": 25,
+        "save after claim": 1,
+        "complete": 2,  # state CAS + one DeleteObjects of segments and marker
+    }
