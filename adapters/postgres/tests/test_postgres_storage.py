@@ -1,0 +1,145 @@
+"""What is stored: exact JSON text, only the delta per save, a format version everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_asyncio
+from psycopg import sql
+
+from outlast import (
+    FORMAT_VERSION,
+    CheckpointState,
+    Message,
+    PhaseOutput,
+    RunStart,
+    RunStatus,
+    ToolCall,
+    codec,
+)
+from outlast_postgres import PostgresStore
+
+AWKWARD = 'nul:\u0000 lone:\udc80 emoji:🧪 rtl:שלום combining:e\u0301 quote:" backslash:\\'
+
+
+@pytest_asyncio.fixture
+async def store(store_url: str) -> AsyncIterator[PostgresStore]:
+    store = PostgresStore(store_url)
+    yield store
+    await store.close()
+
+
+@pytest_asyncio.fixture
+async def db(postgres_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        yield conn
+
+
+async def column(
+    db: psycopg.AsyncConnection[Any], schema: str, table: str, expression: str
+) -> list[Any]:
+    cursor = await db.execute(
+        sql.SQL("SELECT {} FROM {} ORDER BY 1").format(
+            sql.SQL(expression), sql.Identifier(schema, table)
+        )
+    )
+    return [row[0] for row in await cursor.fetchall()]
+
+
+@pytest.mark.asyncio
+async def test_awkward_text_and_json_round_trip_exactly(store: PostgresStore) -> None:
+    meta: dict[str, Any] = {"zeta": 1, "alpha": [1.0, 2**80, None, {"b": True, "a": AWKWARD}]}
+    messages = (
+        Message.user(AWKWARD, **meta),
+        Message.assistant(None, (ToolCall("c1", "search", {"q": AWKWARD, "n": 1e-300}),)),
+        Message.tool("c1", "search", AWKWARD),
+        Message.user([{"type": "text", "text": AWKWARD}, {"type": "image", "url": None}]),
+    )
+    phases = (PhaseOutput("plan", {"y": AWKWARD, "x": 1.5}, summary=AWKWARD),)
+    cp = await store.begin(RunStart(run_id="r", kind="k", input={"in": AWKWARD, "f": 0.1}))
+    await cp.save(CheckpointState(messages, phases))
+    loaded = await store.load("r")
+    assert loaded is not None
+    assert loaded.state == CheckpointState(messages, phases)
+    assert loaded.record.input == {"in": AWKWARD, "f": 0.1}
+    assert list(loaded.state.history[0].meta) == ["zeta", "alpha"]  # key order kept
+    await cp.fail(AWKWARD)
+    failed = await store.load("r")
+    assert failed is not None
+    assert (failed.record.status, failed.record.error) == (RunStatus.FAILED, AWKWARD)
+
+
+@pytest.mark.asyncio
+async def test_completed_result_round_trips_and_progress_is_cleared(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    cp = await store.begin(RunStart(run_id="r", kind="k"))
+    await cp.save(CheckpointState((Message.user("q"),), (PhaseOutput("p", 1),)))
+    await cp.complete({"answer": AWKWARD, "n": 1.0})
+    loaded = await store.load("r")
+    assert loaded is not None
+    assert loaded.record.result == {"answer": AWKWARD, "n": 1.0}
+    assert loaded.state == CheckpointState()
+    assert await column(db, schema, "messages", "body") == []
+    assert await column(db, schema, "phases", "body") == []
+
+
+@pytest.mark.asyncio
+async def test_stored_bodies_are_the_codec_text_with_its_format_version(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    message = Message.user("hi", b=1, a=2.0)
+    cp = await store.begin(RunStart(run_id="r", kind="k"))
+    await cp.save(CheckpointState((message,)))
+    assert await column(db, schema, "messages", "body") == [codec.encode_message(message)]
+    assert await column(db, schema, "runs", "format_version") == [FORMAT_VERSION]
+
+
+@pytest.mark.asyncio
+async def test_a_save_writes_only_new_rows_and_never_rewrites_old_ones(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    history = tuple(Message.user(f"m{i}") for i in range(11))
+    cp = await store.begin(RunStart(run_id="r", kind="k"))
+    await cp.save(CheckpointState(history[:10]))
+    # xmin is the transaction that last wrote a row version: unchanged means untouched.
+    written = await column(db, schema, "messages", "seq || ':' || xmin::text")
+    await cp.save(CheckpointState(history))
+    rewritten = await column(db, schema, "messages", "seq || ':' || xmin::text")
+    assert len(rewritten) == 11
+    assert set(written) < set(rewritten)
+
+
+@pytest.mark.asyncio
+async def test_each_phase_opens_a_new_transcript_segment(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    cp = await store.begin(RunStart(run_id="r", kind="k"))
+    await cp.save(CheckpointState((Message.user("phase 1, a"), Message.user("phase 1, b"))))
+    done = (PhaseOutput("one", 1),)
+    await cp.save(CheckpointState((Message.user("phase 2"),), done))
+    assert await column(db, schema, "messages", "segment || ':' || seq") == ["0:0", "0:1", "1:0"]
+    loaded = await store.load("r")
+    assert loaded is not None
+    assert loaded.state == CheckpointState((Message.user("phase 2"),), done)
+
+
+@pytest.mark.asyncio
+async def test_list_pages_in_code_point_order_whatever_the_database_collation(
+    store: PostgresStore,
+) -> None:
+    ids = ["B", "a", "Z", "é", "ä", "_", "10", "9"]
+    for run_id in ids:
+        await store.begin(RunStart(run_id=run_id, kind="k"))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list(limit=3, cursor=cursor)
+        seen += [r.run_id for r in page.records]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == sorted(ids)
