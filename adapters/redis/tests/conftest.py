@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_servers import delete_keys, redis_cluster, redis_server, redis_server_binary
+from redis_testing import delete_keys, redis_cluster, redis_server, redis_server_binary
 
 from outlast.urls import redact
 from outlast_conformance.services import service_url, unavailable

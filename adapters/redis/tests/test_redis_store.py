@@ -10,7 +10,7 @@ import pytest
 import pytest_asyncio
 import redis
 from redis.crc import key_slot
-from redis_servers import free_port, keys_under
+from redis_testing import HISTORY, CommandCounter, free_port, keys_under
 
 import outlast
 from outlast import (
@@ -27,8 +27,6 @@ from outlast import (
     StoreUnavailable,
 )
 from outlast_redis import RedisCheckpointer, RedisStore, open_redis
-
-HISTORY = (Message.system("be brief"), Message.user("hi"), Message.assistant("hello"))
 
 
 def run_id() -> str:
@@ -47,25 +45,6 @@ def raw(redis_url: str) -> Iterator[redis.Redis]:
     """A plain synchronous client, to look at (or damage) what the store wrote."""
     with redis.Redis.from_url(redis_url) as client:
         yield client
-
-
-class CommandCounter:
-    """Counts the commands a store's client sends (each one is a round trip)."""
-
-    def __init__(self, store: RedisStore) -> None:
-        self.commands: list[str] = []
-        client = store.client
-        send = client.execute_command
-
-        async def counted(*args: Any, **options: Any) -> Any:
-            self.commands.append(str(args[0]).upper())
-            return await send(*args, **options)
-
-        client.execute_command = counted  # type: ignore[method-assign]  # test spy
-
-    def take(self) -> list[str]:
-        taken, self.commands = self.commands, []
-        return taken
 
 
 async def begin(store: RedisStore, lease: float = 30.0, namespace: str = "default") -> Any:

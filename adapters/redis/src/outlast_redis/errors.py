@@ -41,10 +41,7 @@ async def translated(where: str) -> AsyncIterator[None]:
     except redis_errors.ResponseError as exc:
         raise _response_error(where, exc) from exc
     except redis_errors.RedisClusterException as exc:
-        raise StoreUnavailable(
-            f"cannot use the Redis Cluster at {where} ({exc}); for a single server, "
-            "drop cluster=1 from the URL"
-        ) from exc
+        raise _cluster_error(where, exc) from exc
     except redis_errors.RedisError as exc:
         raise StoreError(f"Redis at {where} failed: {exc}") from exc
 
@@ -67,3 +64,22 @@ def _response_error(where: str, exc: redis_errors.ResponseError) -> StoreError:
             f"({text}); use a key prefix nobody else uses (prefix=...)"
         )
     return StoreError(f"Redis at {where} answered with an error: {text}")
+
+
+def _cluster_error(where: str, exc: redis_errors.RedisClusterException) -> StoreError:
+    """redis-py wraps why no startup node answered; say that, not just "cluster"."""
+    cause = exc.__cause__
+    if isinstance(cause, redis_errors.AuthenticationError):
+        return StoreUnavailable(
+            f"Redis Cluster at {where} refused the credentials ({cause}); "
+            "check the user name and password in the URL"
+        )
+    if "not enabled" in str(exc):
+        return StoreUnavailable(
+            f"Redis at {where} is a single server, not a Cluster; drop cluster=1 from the URL"
+        )
+    if isinstance(cause, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)):
+        return StoreUnavailable(
+            f"cannot reach the Redis Cluster at {where} ({cause}); is it running and the URL right?"
+        )
+    return StoreUnavailable(f"cannot use the Redis Cluster at {where} ({exc})")

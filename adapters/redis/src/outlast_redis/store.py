@@ -160,10 +160,21 @@ class RedisStore:
                 if self._scripts is None:
                     registered = Scripts.register(self.client)
                     async with translated(self.where):
-                        for script in registered.all():
-                            await self.client.script_load(script.script)
+                        await self._load(registered)
                     self._scripts = registered
         return self._scripts
+
+    async def _load(self, registered: Scripts) -> None:
+        client = self.client
+        if isinstance(client, RedisCluster):
+            # SCRIPT LOAD goes to every primary; one script at a time.
+            for script in registered.all():
+                await client.script_load(script.script)
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for script in registered.all():
+                pipe.script_load(script.script)
+            await pipe.execute()
 
     def run_keys(self, namespace: str, run_id: str) -> RunKeys:
         return RunKeys.of(self.config.prefix, namespace, run_id)

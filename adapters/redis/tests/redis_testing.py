@@ -1,5 +1,5 @@
 """Test helpers: throwaway redis-server processes (a Cluster, a password, no
-scripting) and looking at the keys under a prefix.
+scripting), looking at the keys under a prefix, counting round trips.
 
 Started from the installed ``redis-server`` binary on free loopback ports in a
 temporary directory, waited for by polling with a bounded timeout, and
@@ -15,8 +15,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import redis
+
+from outlast import Message
+from outlast_redis import RedisStore
 
 STARTUP_TIMEOUT = 30.0
 
@@ -163,3 +167,25 @@ def delete_keys(url: str, prefix: str, **options: object) -> None:
 def keys_under(url: str, prefix: str) -> list[bytes]:
     with redis.Redis.from_url(url) as client:
         return sorted(client.scan_iter(match=f"{prefix}:*", count=500))
+
+
+HISTORY = (Message.system("be brief"), Message.user("hi"), Message.assistant("hello"))
+
+
+class CommandCounter:
+    """Counts the commands a store's client sends (each one is a round trip)."""
+
+    def __init__(self, store: RedisStore) -> None:
+        self.commands: list[str] = []
+        client = store.client
+        send = client.execute_command
+
+        async def counted(*args: Any, **options: Any) -> Any:
+            self.commands.append(str(args[0]).upper())
+            return await send(*args, **options)
+
+        client.execute_command = counted  # type: ignore[method-assign]  # test spy
+
+    def take(self) -> list[str]:
+        taken, self.commands = self.commands, []
+        return taken

@@ -1,0 +1,75 @@
+"""Cluster specifics: runs spread over nodes, one round trip per save, no key left."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+import redis
+from redis_testing import HISTORY, CommandCounter, free_port
+
+from outlast import CheckpointState, PhaseOutput, RunStart, StoreUnavailable
+from outlast_redis import RedisStore, open_redis
+
+
+@pytest_asyncio.fixture
+async def store(cluster_url: str) -> AsyncIterator[RedisStore]:
+    opened = open_redis(cluster_url, cluster=True, prefix=f"t{uuid.uuid4().hex[:8]}")
+    yield opened
+    await opened.close()
+
+
+def cluster_keys(url: str, prefix: str) -> list[bytes]:
+    with redis.RedisCluster.from_url(url) as client:
+        return sorted(client.scan_iter(match=f"{prefix}:*", count=500))
+
+
+@pytest.mark.asyncio
+async def test_runs_spread_over_the_nodes_and_save_in_one_round_trip(
+    store: RedisStore, cluster_url: str
+) -> None:
+    checkpointers = [await store.begin(RunStart(f"run-{i}", "test")) for i in range(12)]
+    for checkpointer in checkpointers:
+        await checkpointer.save(CheckpointState(HISTORY[:1]))
+    counter = CommandCounter(store)
+
+    for checkpointer in checkpointers:
+        await checkpointer.save(CheckpointState(HISTORY, (PhaseOutput("one", 1),)))
+
+    assert counter.take() == ["EVALSHA"] * len(checkpointers)
+    with redis.RedisCluster.from_url(cluster_url) as client:
+        nodes = {
+            client.get_node_from_key(store.run_keys("default", c.run_id).meta).name
+            for c in checkpointers
+        }
+    assert len(nodes) > 1
+
+
+@pytest.mark.asyncio
+async def test_delete_and_purge_leave_no_key_on_any_node(
+    store: RedisStore, cluster_url: str
+) -> None:
+    failed = await store.begin(RunStart("failed", "test", namespace="solo"))
+    await failed.save(CheckpointState(HISTORY, (PhaseOutput("one", 1),)))
+    await failed.fail("boom")
+    done = await store.begin(RunStart("done", "test", namespace="solo"))
+    await done.complete("ok")
+
+    assert await store.delete("failed", "solo") is True
+    assert await store.purge(0.0, "solo") == 1
+
+    assert cluster_keys(cluster_url, store.config.prefix) == []
+
+
+@pytest.mark.asyncio
+async def test_an_unreachable_cluster_is_store_unavailable() -> None:
+    store = open_redis(f"redis://u:hunter2@127.0.0.1:{free_port()}", cluster=True)
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot reach the Redis Cluster") as caught:
+            await store.load("any")
+    finally:
+        await store.close()
+
+    assert "hunter2" not in str(caught.value)
