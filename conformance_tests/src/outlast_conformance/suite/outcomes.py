@@ -11,7 +11,10 @@ from outlast import (
     JSON,
     Agent,
     CheckpointerFactory,
+    Claim,
     Executor,
+    LeaseLost,
+    Message,
     RunExists,
     RunStatus,
     ScriptedModel,
@@ -21,7 +24,13 @@ from outlast import (
 from outlast.messages import JSONObject
 from outlast_conformance.fixtures import StoreFixtures
 from outlast_conformance.scripts import StepTool, call, single_loop
-from outlast_conformance.support import interrupted_ids, must_load, start, unique
+from outlast_conformance.support import (
+    interrupted_ids,
+    must_load,
+    start,
+    unique,
+    wait_interrupted,
+)
 
 
 def executor(factory: CheckpointerFactory, namespace: str, **options: bool) -> Executor:
@@ -195,3 +204,66 @@ class ExecutorOutcomeTests(StoreFixtures):
         assert steps.seen == []
         stored = await must_load(factory, existing.run_id, namespace)
         assert (stored.record.kind, stored.record.epoch) == ("original", 1)
+
+    @pytest.mark.asyncio
+    async def test_executor_throttled_saves_are_flushed_before_release(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """With ``save_interval`` (saves coalesced by ThrottledCheckpointer), a
+        run interrupted by shutdown still leaves its latest step durable:
+        release flushes it first."""
+        ex = Executor(
+            factory, namespace=namespace, owner="worker-a", lease=3600, save_interval=3600
+        )
+        steps = StepTool(executor=ex, interrupt_at=2)
+        ex.register("steps", single_loop(steps))
+        run_id = unique("run")
+        with pytest.raises(Shutdown):
+            await ex.run("steps", None, run_id=run_id)
+        stored = await must_load(factory, run_id, namespace)
+        roles = [m.role for m in stored.state.history]
+        assert roles == ["system", "user", "assistant", "tool", "assistant", "tool"]
+        assert run_id in await interrupted_ids(factory, namespace)
+
+    @pytest.mark.asyncio
+    async def test_executor_run_claimed_by_another_worker_stops_with_lease_lost(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A run whose lease expired and was claimed by another worker mid-run
+        stops with LeaseLost at its next save and leaves the new owner's
+        record alone: epoch, owner, live lease, transcript, status."""
+        run_id = unique("run")
+        claims: list[Claim] = []
+
+        async def steal(arguments: JSONObject) -> JSON:
+            await wait_interrupted(
+                factory, run_id, namespace, within=self.capabilities.wait_timeout
+            )
+            claim = await factory.claim(run_id, owner="worker-b", lease=3600, namespace=namespace)
+            assert claim is not None, "the expired run could not be claimed"
+            claims.append(claim)
+            return "stolen"
+
+        agent = Agent(
+            model=ScriptedModel(
+                [call("step", "c1", n=1), call("steal", "c2"), Message.assistant("never")]
+            ),
+            tools=(StepTool().tool, Tool("steal", "lets another worker claim the run", steal)),
+        )
+        # A lease that expires at once and is never renewed: the run looks abandoned.
+        ex = Executor(
+            factory,
+            namespace=namespace,
+            owner="worker-a",
+            lease=self.capabilities.lease_resolution,
+            renew_interval=3600,
+        )
+        ex.register("victim", agent)
+        with pytest.raises(LeaseLost):
+            await ex.run("victim", None, run_id=run_id)
+        stored = await must_load(factory, run_id, namespace)
+        record = stored.record
+        assert (record.status, record.epoch, record.owner) == (RunStatus.RUNNING, 2, "worker-b")
+        assert record.lease_expires_at is not None and record.error is None
+        assert stored.state.history == claims[0].resume.history
+        assert [m.role for m in stored.state.history] == ["user", "assistant", "tool"]
