@@ -168,6 +168,8 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.removeprefix("http://")
         self.faults: list[Fault] = []
+        self.ignore_conditions = False
+        """Drop If-Match / If-None-Match, like a store without conditional writes."""
         self._lock = threading.Lock()
         proxy = self
 
@@ -226,7 +228,10 @@ class FaultProxy:
     ) -> tuple[int, list[tuple[str, str]], bytes]:
         connection = http.client.HTTPConnection(self.upstream, timeout=30)
         try:
-            sent = {k: v for k, v in headers if k.lower() not in ("connection", "expect")}
+            dropped = {"connection", "expect"}
+            if self.ignore_conditions:
+                dropped |= {"if-match", "if-none-match"}
+            sent = {k: v for k, v in headers if k.lower() not in dropped}
             connection.request(method, path, body=body or None, headers=sent)
             response = connection.getresponse()
             payload = response.read() if method != "HEAD" else b""

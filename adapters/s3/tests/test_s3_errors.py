@@ -154,3 +154,18 @@ async def test_missing_credentials_is_a_configuration_error(
             await store.load("r")
     finally:
         await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_store_ignoring_conditional_writes_is_refused_before_any_write(
+    proxied_url: str, fault_proxy: FaultProxy
+) -> None:
+    fault_proxy.ignore_conditions = True
+    store = outlast.open(proxied_url)
+    try:
+        with pytest.raises(ConfigurationError, match="ignored If-None-Match"):
+            await store.begin(_start())
+        listing = await store.list()
+    finally:
+        await store.close()
+    assert listing.records == ()

@@ -16,6 +16,10 @@ _STATE = "state.json"
 
 
 def encode_id(text: str) -> str:
+    # "." and ".." stay literal under quote(), and HTTP layers may collapse
+    # them as path segments: escape them so every id is an ordinary name.
+    if text in (".", ".."):
+        return text.replace(".", "%2E")
     return quote(text, safe="")
 
 

@@ -273,8 +273,11 @@ def _code(exc: botocore.exceptions.ClientError) -> str:
 
 
 def _make_client(options: S3Options) -> S3Client:
+    # Bounded timeouts: a hung request must not outlive a run's lease unnoticed.
     config = Config(
         retries={"mode": "standard"},
+        connect_timeout=10,
+        read_timeout=30,
         max_pool_connections=options.max_workers,
         s3={"addressing_style": options.addressing_style},  # type: ignore[arg-type]
     )

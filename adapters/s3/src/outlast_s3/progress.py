@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from outlast.errors import CorruptCheckpoint, StoreError
 from outlast.messages import Message, PhaseOutput
-from outlast.ports import CheckpointState
+from outlast.ports import CheckpointState, RunStatus
 from outlast_s3.documents import (
     Fence,
     RunState,
@@ -101,6 +101,9 @@ class ProgressReader:
         record = run.record
         key = self._layout.state(record.namespace, record.run_id)
         for _ in range(_ATTEMPTS):
+            if run.record.status is RunStatus.COMPLETED:
+                # complete() cleared the progress (its cleanup may still be deleting).
+                return Progress(run, etag, CheckpointState(), {}, frozenset(), ())
             try:
                 return await self._read_once(run, etag)
             except _Changed:

@@ -15,10 +15,11 @@ import logging
 import time
 import uuid
 from dataclasses import replace
+from typing import NoReturn
 
 from outlast import codec
 from outlast.delta import SaveCursor
-from outlast.errors import CorruptCheckpoint, RunExists, StoreError
+from outlast.errors import ConfigurationError, CorruptCheckpoint, RunExists, StoreError
 from outlast.ports import (
     DEFAULT_NAMESPACE,
     CheckpointState,
@@ -58,6 +59,8 @@ class S3Store:
         self.options = options
         self._objects = ObjectClient(options)
         self._layout = Layout(options.prefix)
+        self._conditional_writes_checked = False
+        self._probe_lock = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"S3Store({self.options.url!r})"
@@ -86,6 +89,7 @@ class S3Store:
         )
         run = RunState(record, start.lease, incarnation=uuid.uuid4().hex, writer=uuid.uuid4().hex)
         body = encode_state(run)
+        await self._check_conditional_writes()
         key = self._layout.state(start.namespace, start.run_id)
         # The marker goes first: a crash between the two writes leaves a marker
         # without a run (skipped), never a running run that recovery cannot find.
@@ -131,6 +135,7 @@ class S3Store:
         expires = run.record.lease_expires_at
         if run.record.status is not RunStatus.RUNNING or (expires is not None and expires > now):
             return None
+        await self._check_conditional_writes()
         # Read (and so validate) the progress before taking the run: a corrupt
         # transcript raises here and leaves the record as it was.
         reader = ProgressReader(self._objects, self._layout)
@@ -225,6 +230,45 @@ class S3Store:
         name = SegmentName(epoch, progress.next_seq.get(epoch, 0))
         key = self._layout.segment(namespace, run_id, run.incarnation, name)
         await self._objects.put(key, b"{not json")
+
+    async def _check_conditional_writes(self) -> None:
+        """Once per factory, before its first write: prove the endpoint honours
+        If-None-Match and If-Match. A store that silently ignores them would let
+        two claimers both win, so refuse to run on it."""
+        if self._conditional_writes_checked:
+            return
+        async with self._probe_lock:
+            if not self._conditional_writes_checked:  # another task may have probed
+                await self._probe_conditional_writes()
+            self._conditional_writes_checked = True
+
+    async def _probe_conditional_writes(self) -> None:
+        root = f"{self.options.prefix}/" if self.options.prefix else ""
+        key = f"{root}.outlast-probe-{uuid.uuid4().hex}"
+        await self._objects.put(key, _MARKER, if_none_match=True)
+        try:
+            if not await self._refused(key, if_none_match=True):
+                self._conditional_writes_missing("If-None-Match")
+            if not await self._refused(key, if_match=f'"{"0" * 32}"'):
+                self._conditional_writes_missing("If-Match")
+        finally:
+            await self._objects.delete([key])
+
+    async def _refused(
+        self, key: str, *, if_match: str | None = None, if_none_match: bool = False
+    ) -> bool:
+        try:
+            await self._objects.put(key, _MARKER, if_match=if_match, if_none_match=if_none_match)
+        except PreconditionFailed:
+            return True
+        return False
+
+    def _conditional_writes_missing(self, header: str) -> NoReturn:
+        raise ConfigurationError(
+            f"the S3 endpoint of {self.options.url!r} ignored {header} on PutObject; "
+            "outlast-s3 needs S3 conditional writes (If-None-Match and If-Match) to fence "
+            "runs safely: use Amazon S3 or an S3-compatible store that supports them"
+        )
 
     async def _fence(self, reader: ProgressReader, run: RunState, etag: str) -> Progress:
         """Fence every superseded epoch not fenced yet, then read the progress.
