@@ -148,3 +148,14 @@ def test_a_key_value_dsn_is_rejected_without_echoing_it() -> None:
     with pytest.raises(ConfigurationError, match="postgresql://") as caught:
         PostgresStore(f"host=127.0.0.1 user=postgres password={SECRET}")
     assert SECRET not in str(caught.value)
+
+
+@pytest.mark.asyncio
+async def test_libpq_parameters_in_the_url_reach_the_server(store_url: str) -> None:
+    store = PostgresStore(store_url + "&options=-c%20statement_timeout%3D4321&application_name=w7")
+    async with store.connection("checking settings") as conn:
+        cursor = await conn.execute(
+            "SELECT current_setting('statement_timeout'), current_setting('application_name')"
+        )
+        assert await cursor.fetchone() == ("4321ms", "w7")
+    await store.close()

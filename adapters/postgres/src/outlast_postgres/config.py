@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
@@ -125,14 +125,18 @@ def parse(url: str, options: Mapping[str, Any]) -> PostgresConfig:
 
 
 def _without_options(url: str) -> str:
-    """``url`` minus outlast's own query options (libpq would reject them)."""
+    """``url`` minus outlast's own query options (libpq would reject them).
+
+    The other parameters are kept byte for byte: re-encoding could turn a
+    ``%20`` into a ``+``, which libpq does not read as a space.
+    """
     parts = urlsplit(url)
     kept = [
-        (key, value)
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-        if key not in OPTIONS
+        item
+        for item in parts.query.split("&")
+        if item and unquote(item.partition("=")[0]) not in OPTIONS
     ]
-    return urlunsplit(parts._replace(query=urlencode(kept)))
+    return urlunsplit(parts._replace(query="&".join(kept)))
 
 
 def _schema(value: object) -> str:
