@@ -56,7 +56,12 @@ def test_known_gap_that_fails_is_a_strict_xfail(pytester: pytest.Pytester) -> No
     )
     result = pytester.runpytest_subprocess("-k", "corrupt_record_load", "-rx")
     result.assert_outcomes(xfailed=1)
-    result.stdout.fnmatch_lines(["*XFAIL*known gap: corrupt() is a no-op here*"])
+    result.stdout.fnmatch_lines(
+        [
+            "conformance tests: 1 known gap (strict xfail)",
+            "*XFAIL*known gap: corrupt() is a no-op here*",
+        ]
+    )
 
 
 def test_known_gap_that_passes_fails_the_session(pytester: pytest.Pytester) -> None:
@@ -186,3 +191,47 @@ def test_markers_are_registered_by_the_plugin(pytester: pytest.Pytester) -> None
         "--strict-markers", "-m", "not outlast_conformance", "-p", "no:cacheprovider"
     )
     selected.assert_outcomes(passed=1)
+
+
+def test_skip_marker_on_a_suite_test_is_refused(pytester: pytest.Pytester) -> None:
+    """Skipping the whole suite class with a marker is a usage error: a store
+    declares known gaps instead, which still run."""
+    write_suite(
+        pytester,
+        """
+        import pytest
+
+        @pytest.mark.skip(reason="not today")
+        class TestLazy(MemoryBase):
+            pass
+        """,
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*cannot carry @pytest.mark.skip*known_gaps*"])
+
+
+def test_summary_reports_runtime_skips(pytester: pytest.Pytester) -> None:
+    """A factory that skips (service down) is reported in the conformance
+    summary, and --outlast-strict turns it into a failure."""
+    write_suite(
+        pytester,
+        """
+        import pytest_asyncio
+        from outlast_conformance.services import unavailable
+
+        class TestDown(MemoryBase):
+            @pytest_asyncio.fixture
+            async def factory(self):
+                unavailable("the test service is down")
+                yield
+        """,
+    )
+    result = pytester.runpytest_subprocess("-k", "load_of_unknown_run")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(
+        ["conformance tests: 1 skipped", "*no conformance test is skipped*"]
+    )
+    strict = pytester.runpytest_subprocess("-k", "load_of_unknown_run", "--outlast-strict")
+    strict.assert_outcomes(errors=1)
+    strict.stdout.fnmatch_lines(["*the test service is down*forbids skipping*"])

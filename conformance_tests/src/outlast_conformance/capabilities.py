@@ -23,7 +23,7 @@ imported, and an unknown test name in ``known_gaps`` is a collection error.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 FEATURES: Mapping[str, str] = MappingProxyType(
@@ -81,8 +81,3 @@ class Capabilities:
                 f"unknown capability {feature!r}; known: {', '.join(sorted(FEATURES))}"
             )
         return bool(getattr(self, feature))
-
-
-def capability_names() -> list[str]:
-    """Every field of :class:`Capabilities` (features and tuning knobs)."""
-    return [f.name for f in fields(Capabilities)]

@@ -8,6 +8,8 @@ test still runs, and the session fails the day it passes.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from outlast_conformance import services
@@ -15,6 +17,10 @@ from outlast_conformance.capabilities import FEATURES, Capabilities
 
 MARKER = "outlast_conformance"
 REQUIRES_MARKER = "outlast_requires"
+REFUSED_MARKERS = ("skip", "skipif", "xfail")
+"""Markers an adapter may not put on a suite test: known_gaps says why, strictly."""
+
+_outcomes: Counter[str] = Counter()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +47,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if config.getoption("--outlast-strict"):
         services.force_strict()
+    _outcomes.clear()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -54,10 +61,47 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         name = getattr(item, "originalname", item.name)
         if name not in cls.test_names:
             continue  # the adapter's own extra test: not ours to mark
+        refuse_dropping_marks(item)
         item.add_marker(pytest.mark.outlast_conformance)
         capabilities = cls.capabilities
         for reason in gap_reasons(name, capabilities, item):
             item.add_marker(pytest.mark.xfail(strict=True, reason=reason))
+
+
+def refuse_dropping_marks(item: pytest.Item) -> None:
+    """A suite test cannot be skipped or xfailed by marker: only by known_gaps."""
+    for mark in item.iter_markers():
+        if mark.name in REFUSED_MARKERS:
+            raise pytest.UsageError(
+                f"{item.nodeid}: a conformance test cannot carry @pytest.mark.{mark.name}; "
+                "declare it in capabilities.known_gaps with the reason instead (it then "
+                "runs as a strict xfail)"
+            )
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if MARKER not in report.keywords:
+        return
+    if hasattr(report, "wasxfail"):
+        _outcomes["known gap (strict xfail)"] += 1
+    elif report.when == "setup" and report.failed:
+        _outcomes["error"] += 1
+    elif report.when == "call" or (report.when == "setup" and report.skipped):
+        _outcomes[report.outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line saying how the store did, skips called out (CI forbids them)."""
+    if not _outcomes:
+        return
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(_outcomes.items()))
+    terminalreporter.write_sep("-", "outlast conformance")
+    terminalreporter.write_line(f"conformance tests: {counts}")
+    if _outcomes["skipped"]:
+        terminalreporter.write_line(
+            "a store conforms only when no conformance test is skipped "
+            f"(set {services.STRICT_ENV}=1 or --outlast-strict to make skips failures)"
+        )
 
 
 def gap_reasons(name: str, capabilities: Capabilities, item: pytest.Item) -> list[str]:
