@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -27,17 +28,19 @@ SCHEMES = ("postgresql", "postgres")
 
 DEFAULT_SCHEMA = "outlast"
 
-OPTIONS: Mapping[str, str] = {
-    "schema": f"schema holding outlast's tables (default {DEFAULT_SCHEMA!r})",
-    "pool_min_size": "connections the pool keeps open (default 1)",
-    "pool_max_size": "most connections the pool opens (default 10)",
-    "pool_timeout": "seconds to wait for a free pooled connection (default 30)",
-    "connect_timeout": "seconds to wait for the server when connecting (default 10)",
-    "prepare_threshold": (
-        "executions before psycopg prepares a statement server-side (default 5); "
-        "'none' disables it, as PgBouncer in transaction mode may need"
-    ),
-}
+OPTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "schema": f"schema holding outlast's tables (default {DEFAULT_SCHEMA!r})",
+        "pool_min_size": "connections the pool keeps open (default 1)",
+        "pool_max_size": "most connections the pool opens (default 10)",
+        "pool_timeout": "seconds to wait for a free pooled connection (default 30)",
+        "connect_timeout": "seconds to wait for the server when connecting (default 10)",
+        "prepare_threshold": (
+            "executions before psycopg prepares a statement server-side (default 5); "
+            "'none' disables it, as PgBouncer in transaction mode may need"
+        ),
+    }
+)
 """outlast-postgres options, each with what it means."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
