@@ -64,3 +64,29 @@ async def test_requests_per_operation(s3_url: str) -> None:
         "save after claim": 1,
         "complete": 2,  # state CAS + one DeleteObjects of segments and marker
     }
+
+
+@pytest.mark.asyncio
+async def test_compacting_save_and_fail_costs(s3_url: str) -> None:
+    store = outlast.open(s3_url, compact_after="4")
+    assert isinstance(store, S3Store)
+    try:
+        checkpointer = await store.begin(RunStart(run_id="r", kind="k", owner="w"))
+        per_save = []
+        for count in range(1, 11):
+            before = store.requests
+            await checkpointer.save(CheckpointState(_history(count)))
+            per_save.append(store.requests - before)
+        before = store.requests
+        await checkpointer.fail("boom")
+        fail_cost = store.requests - before
+        loaded = await store.load("r")
+    finally:
+        await store.close()
+    # Every save is one PUT; the save that takes a run past compact_after
+    # segments also writes the compacted object, swaps the state object and
+    # deletes the folded segments (one DeleteObjects).
+    assert per_save == [1, 1, 1, 1, 4, 1, 1, 1, 4, 1]
+    assert fail_cost == 2  # state CAS + delete the running marker
+    assert loaded is not None
+    assert loaded.state.history == _history(10)  # a failed run keeps its transcript

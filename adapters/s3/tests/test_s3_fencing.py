@@ -88,7 +88,7 @@ async def test_segment_landing_before_the_fence_counts_and_the_next_is_fenced(
         old = await _begun(first, "a")
         await old.release()
         real_put_fence = second._put_fence
-        raced = []
+        raced: list[bool] = []
 
         async def late_save_then_fence(*args: Any) -> bool:
             if not raced:
@@ -183,8 +183,13 @@ async def test_deleted_and_begun_again_run_ignores_a_zombie_of_the_old_one(s3_ur
         # The zombie's save lands in the deleted incarnation's folder: invisible.
         await zombie.save(CheckpointState(_messages("old", "zombie")))
         await fresh.save(CheckpointState(_messages("fresh")))
+        # Same run id, same epoch 1: the state object's incarnation tells them apart.
+        for write in (zombie.renew(), zombie.complete("zombie")):
+            with pytest.raises(LeaseLost, match="deleted and begun again"):
+                await write
         loaded = await store.load(zombie.run_id)
     finally:
         await store.close()
     assert loaded is not None
     assert [m.text for m in loaded.state.history] == ["fresh"]
+    assert (loaded.record.owner, loaded.record.status) == ("fresh", "running")

@@ -188,6 +188,8 @@ class S3Checkpointer:
         self._check_current(decode_state(got.body, self.run_id))
 
     def _check_current(self, current: RunState) -> None:
+        if current.incarnation != self._run.incarnation:
+            raise LeaseLost(self.run_id, self._epoch, "the run was deleted and begun again")
         if current.record.epoch != self._epoch:
             raise LeaseLost(self.run_id, self._epoch, f"epoch {current.record.epoch} owns it")
         if current.record.status is not RunStatus.RUNNING:
