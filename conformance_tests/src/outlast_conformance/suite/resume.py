@@ -15,7 +15,7 @@ from outlast import (
     ScriptedModel,
     Shutdown,
 )
-from outlast_conformance.fixtures import StoreFixtures
+from outlast_conformance.fixtures import Reopen, StoreFixtures
 from outlast_conformance.scripts import StepTool, plan, single_loop
 from outlast_conformance.support import must_load, start, state, unique
 
@@ -78,6 +78,24 @@ class ExecutorResumeTests(StoreFixtures):
         uninterrupted = await fresh.run("steps", {"task": "steps"})
         assert result.transcript == uninterrupted.transcript
         assert result.output == uninterrupted.output
+
+    @pytest.mark.outlast_requires("durable")
+    @pytest.mark.asyncio
+    async def test_run_interrupted_in_one_process_is_recovered_by_another(
+        self, factory: CheckpointerFactory, namespace: str, reopened: Reopen
+    ) -> None:
+        """A worker on a brand-new factory (another process) recovers a run the
+        first worker released, continues it, and the first factory sees it
+        completed."""
+        run_id, _ = await interrupt(factory, namespace, "steps", "loop", 1)
+        other_process = worker(await reopened(), namespace, "worker-b")
+        steps = StepTool()
+        other_process.register("steps", single_loop(steps))
+        result = only_result((await other_process.recover()).results, run_id)
+        assert steps.seen == [2, 3]
+        assert (result.output, result.epoch) == ("all three steps done", 2)
+        record = (await must_load(factory, run_id, namespace)).record
+        assert (record.status, record.result) == (RunStatus.COMPLETED, "all three steps done")
 
     @pytest.mark.asyncio
     async def test_recovered_plan_skips_completed_phases_and_continues_mid_phase(
