@@ -37,7 +37,7 @@ class MemoryBase(ConformanceSuite):
 """
 
 
-def tests_requiring(feature: str) -> list[str]:
+def marked_requiring(feature: str) -> list[str]:
     """The suite tests marked @pytest.mark.outlast_requires(feature)."""
     return [
         name
@@ -168,7 +168,7 @@ def test_missing_feature_turns_its_tests_into_strict_xfails(pytester: pytest.Pyt
     )
     result = pytester.runpytest_subprocess("-rx")
     outcomes = result.parseoutcomes()
-    assert outcomes.get("xfailed") == len(tests_requiring("durable")) > 0, outcomes
+    assert outcomes.get("xfailed") == len(marked_requiring("durable")) > 0, outcomes
     assert "failed" not in outcomes and "skipped" not in outcomes, outcomes
     result.stdout.fnmatch_lines(["*XFAIL*store declares durable=False*"])
 
