@@ -51,16 +51,28 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark suite tests and turn declared gaps into strict xfails."""
-    from outlast_conformance.suite import ConformanceSuite
+    """Mark suite tests and turn declared gaps into strict xfails.
 
+    Applies to ConformanceSuite subclasses and to classes using a single topic
+    (both are StoreFixtures subclasses); an adapter's own tests are left alone.
+    """
+    from outlast_conformance.fixtures import StoreFixtures
+    from outlast_conformance.suite import ConformanceSuite, check_known_gaps
+
+    checked: set[type[StoreFixtures]] = set()
     for item in items:
         cls = getattr(item, "cls", None)
-        if cls is None or not issubclass(cls, ConformanceSuite):
+        if cls is None or not issubclass(cls, StoreFixtures):
             continue
         name = getattr(item, "originalname", item.name)
-        if name not in cls.test_names:
+        if name not in ConformanceSuite.test_names:
             continue  # the adapter's own extra test: not ours to mark
+        if cls not in checked:
+            checked.add(cls)
+            try:
+                check_known_gaps(cls)
+            except (TypeError, ValueError) as exc:
+                raise pytest.UsageError(str(exc)) from exc
         refuse_dropping_marks(item)
         item.add_marker(pytest.mark.outlast_conformance)
         capabilities = cls.capabilities

@@ -59,13 +59,9 @@ def suite_test_names(topics: tuple[type[StoreFixtures], ...] = TOPICS) -> frozen
     return frozenset(seen)
 
 
-def check_declaration(cls: type[Any], names: frozenset[str]) -> None:
-    """Reject a suite subclass that could drop or misname a test.
-
-    ``capabilities`` must be a Capabilities; every known gap must name a suite
-    test; and no suite test may be overridden (declare a known gap instead, so
-    the test still runs as a strict xfail).
-    """
+def check_known_gaps(cls: type[Any], names: frozenset[str] | None = None) -> None:
+    """``cls.capabilities`` must be a Capabilities whose gaps name suite tests."""
+    names = suite_test_names() if names is None else names
     capabilities = getattr(cls, "capabilities", None)
     if not isinstance(capabilities, Capabilities):
         raise TypeError(
@@ -78,6 +74,16 @@ def check_declaration(cls: type[Any], names: frozenset[str]) -> None:
             f"{cls.__name__}.capabilities.known_gaps names unknown test(s) "
             f"{', '.join(unknown)}; known gaps must be names of suite tests (test_...)"
         )
+
+
+def check_declaration(cls: type[Any], names: frozenset[str]) -> None:
+    """Reject a suite subclass that could drop or misname a test.
+
+    ``capabilities`` must be a Capabilities; every known gap must name a suite
+    test; and no suite test may be overridden (declare a known gap instead, so
+    the test still runs as a strict xfail).
+    """
+    check_known_gaps(cls, names)
     for klass in cls.__mro__:
         if klass is ConformanceSuite:
             break
