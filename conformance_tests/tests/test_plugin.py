@@ -249,3 +249,12 @@ def test_summary_reports_runtime_skips(pytester: pytest.Pytester) -> None:
     strict = pytester.runpytest_subprocess("-k", "load_of_unknown_run", "--outlast-strict")
     strict.assert_outcomes(errors=1)
     strict.stdout.fnmatch_lines(["*the test service is down*forbids skipping*"])
+
+
+def test_every_suite_test_has_a_docstring() -> None:
+    """Each conformance test says, in its docstring, what a store must do."""
+    undocumented = sorted(
+        name for name in ConformanceSuite.test_names if not getattr(ConformanceSuite, name).__doc__
+    )
+    assert undocumented == []
+    assert len(ConformanceSuite.test_names) >= 60
