@@ -90,3 +90,25 @@ async def test_compacting_save_and_fail_costs(s3_url: str) -> None:
     assert fail_cost == 2  # state CAS + delete the running marker
     assert loaded is not None
     assert loaded.state.history == _history(10)  # a failed run keeps its transcript
+
+
+@pytest.mark.asyncio
+async def test_interrupted_reads_only_the_running_index(s3_url: str) -> None:
+    store = outlast.open(s3_url)
+    assert isinstance(store, S3Store)
+    try:
+        runs = [
+            await store.begin(RunStart(run_id=f"r{i}", kind="k", owner="w")) for i in range(5)
+        ]
+        for finished in runs[:3]:
+            await finished.complete(None)
+        await runs[3].release()
+        before = store.requests
+        found = await store.interrupted()
+        cost = store.requests - before
+    finally:
+        await store.close()
+    assert [r.run_id for r in found] == ["r3"]
+    # One LIST of the running index, one GET per running run (r3, r4): the
+    # finished runs are not even looked at.
+    assert cost == 1 + 2

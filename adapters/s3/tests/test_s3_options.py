@@ -101,3 +101,26 @@ async def test_server_side_encryption_is_requested_on_every_object(
         client.close()
     assert len(keys) == 3  # running marker, state object, one segment
     assert set(encryption.values()) == {"AES256"}
+
+
+@pytest.mark.asyncio
+async def test_ids_with_slashes_dots_and_unicode_are_ordinary_names(s3_url: str) -> None:
+    store = outlast.open(s3_url)
+    ids = ["..", "a/b", "a b ü", "%2F", "."]
+    try:
+        for run_id in ids:
+            checkpointer = await store.begin(
+                RunStart(run_id=run_id, kind="k", namespace="team/ü", owner="w")
+            )
+            await checkpointer.save(CheckpointState((Message.user(run_id),)))
+        page = await store.list("team/ü")
+        loaded = {run_id: await store.load(run_id, "team/ü") for run_id in ids}
+        other = await store.list("team")
+    finally:
+        await store.close()
+    assert [r.run_id for r in page.records] == sorted(ids)
+    assert all(
+        stored is not None and stored.state.history == (Message.user(run_id),)
+        for run_id, stored in loaded.items()
+    )
+    assert other.records == ()
