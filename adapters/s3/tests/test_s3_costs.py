@@ -97,9 +97,7 @@ async def test_interrupted_reads_only_the_running_index(s3_url: str) -> None:
     store = outlast.open(s3_url)
     assert isinstance(store, S3Store)
     try:
-        runs = [
-            await store.begin(RunStart(run_id=f"r{i}", kind="k", owner="w")) for i in range(5)
-        ]
+        runs = [await store.begin(RunStart(run_id=f"r{i}", kind="k", owner="w")) for i in range(5)]
         for finished in runs[:3]:
             await finished.complete(None)
         await runs[3].release()

@@ -11,9 +11,11 @@ A fenced writer's next segment would take exactly the key its fence holds, so
 its If-None-Match write fails: nothing it writes after a claim ever counts.
 
 Compaction and completion delete objects while a reader may be reading, so
-a vanished object or a gap at the start of an epoch makes the reader fetch the
+a vanished object or a gap in an epoch's sequence makes the reader fetch the
 state object again and start over when it changed; when it did not, the gap is
-real and the record is corrupt.
+real and the record is corrupt. (Compaction keeps the segment it compacted
+through, and fences are kept, so a reader holding an older state object always
+sees such a gap.)
 """
 
 from __future__ import annotations
