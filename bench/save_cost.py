@@ -51,7 +51,9 @@ async def measure(url: str, steps: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("url", nargs="?", default=None, help="store URL (default: a temp SQLite file)")
+    parser.add_argument(
+        "url", nargs="?", default=None, help="store URL (default: a temp SQLite file)"
+    )
     parser.add_argument("--steps", type=int, default=2000)
     args = parser.parse_args()
     if args.url:

@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
-from outlast_jsondir import JsonDirStore
 
 import outlast
 from outlast import CheckpointerFactory
 from outlast_conformance import Capabilities, ConformanceSuite
+from outlast_jsondir import JsonDirStore
 
 
 class TestJsonDirConformance(ConformanceSuite):

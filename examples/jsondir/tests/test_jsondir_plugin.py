@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from outlast_jsondir import JsonDirStore
-from outlast_jsondir.plugin import directory_of
 
 import outlast
 from outlast import ConfigurationError, RunStart
+from outlast_jsondir import JsonDirStore
+from outlast_jsondir.plugin import directory_of
 
 CLAIM_SCRIPT = """
 import asyncio, sys
