@@ -12,7 +12,6 @@ import logging
 import signal
 import sqlite3
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -37,6 +36,7 @@ from outlast.stores.sqlite import SqliteStore, open_sqlite
 from outlast.stores.sqlite_schema import SCHEMA_VERSION
 
 TIMEOUT = 30.0
+Eventually = Callable[[Callable[[], Awaitable[bool]]], Awaitable[None]]
 
 
 def url_of(path: Path, query: str = "") -> str:
@@ -82,15 +82,6 @@ def start(run_id: str = "run-1", **fields: Any) -> RunStart:
 
 def chat(n: int) -> tuple[Message, ...]:
     return tuple(Message.user(f"message {i}") for i in range(n))
-
-
-async def eventually(condition: Callable[[], Awaitable[bool]]) -> None:
-    """Poll until ``condition()`` holds, failing after TIMEOUT seconds."""
-    deadline = time.monotonic() + TIMEOUT
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {TIMEOUT}s")
-        await asyncio.sleep(0.01)
 
 
 # --- round trips -------------------------------------------------------------
@@ -303,7 +294,7 @@ async def test_a_claimed_run_continues_from_its_saved_progress(sqlite_store: Sql
 
 @pytest.mark.asyncio
 async def test_a_live_lease_cannot_be_claimed_but_an_expired_one_can(
-    sqlite_store: SqliteStore,
+    sqlite_store: SqliteStore, eventually: Eventually
 ) -> None:
     await sqlite_store.begin(start("live", lease=3600))
     short = await sqlite_store.begin(start("short", lease=0.001))
