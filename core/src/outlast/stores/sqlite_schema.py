@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,13 +109,31 @@ def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
         # recovers from; only an OS crash or power cut may lose the last
         # commits (never corrupting the file). FULL would add an fsync to
         # every save.
-        conn.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(conn, busy_timeout)
         conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn, path)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL, retrying while another connection holds it.
+
+    Switching a new file to WAL needs an exclusive lock, and SQLite may answer
+    "database is locked" at once, without its busy handler, when several
+    connections open a brand-new file together; so retry until busy_timeout.
+    """
+    deadline = time.monotonic() + busy_timeout
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.005)  # on the store's worker thread, never the event loop
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
