@@ -621,3 +621,45 @@ async def test_a_claimed_run_handed_to_a_shutting_down_executor_is_released(
     with pytest.raises(Shutdown):
         await executor.run("k", resume=claimed.resume, checkpointer=claimed.checkpointer)
     assert [r.run_id for r in await store.interrupted()] == ["r1"]
+
+
+async def test_caller_cancellation_during_begin_still_fails_the_begun_record(
+    store: CheckpointerFactory,
+) -> None:
+    entered = asyncio.Event()
+    proceed = asyncio.Event()
+    original = store.begin
+
+    async def slow_begin(start: RunStart) -> Checkpointer:
+        entered.set()
+        await proceed.wait()
+        return await original(start)
+
+    store.begin = slow_begin  # type: ignore[method-assign]
+    executor = Executor(store)
+    executor.register("k", loop_agent([Message.assistant("x")], Recorder()))
+    task = asyncio.create_task(executor.run("k", run_id="r1"))
+    await asyncio.wait_for(entered.wait(), 10)
+    task.cancel()
+    proceed.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await status_of(store, "r1") is RunStatus.FAILED
+
+
+async def test_shutdown_during_begin_releases_the_run(store: CheckpointerFactory) -> None:
+    executor = Executor(store)
+    original = store.begin
+
+    async def begin_then_shutdown(start: RunStart) -> Checkpointer:
+        cp = await original(start)
+        executor.shutdown()
+        return cp
+
+    store.begin = begin_then_shutdown  # type: ignore[method-assign]
+    model = ScriptedModel([Message.assistant("x")])
+    executor.register("k", Agent(model))
+    with pytest.raises(Shutdown):
+        await executor.run("k", run_id="r1")
+    assert model.calls == 0
+    assert [r.run_id for r in await store.interrupted()] == ["r1"]

@@ -194,13 +194,19 @@ class Executor:
                 f"no run kind {kind!r} is registered; registered: {', '.join(self.kinds) or 'none'}"
             )
         run_id = checkpointer.run_id if checkpointer is not None else run_id or uuid.uuid4().hex
-        cp = checkpointer if checkpointer is not None else await self._begin(kind, input, run_id)
+        cp = (
+            checkpointer
+            if checkpointer is not None
+            else await self._begin_shielded(kind, input, run_id)
+        )
         if cp is not None and self.save_interval > 0:
             cp = ThrottledCheckpointer(cp, self.save_interval)
         body = asyncio.create_task(
             self._body(kind, input, resume, cp), name=f"outlast run {run_id}"
         )
         self._running.add(body)
+        if self.shutting_down:  # shutdown() came while begin was in flight
+            body.cancel("outlast: host shutdown")
         lost: list[LeaseLost] = []
         renewer = asyncio.create_task(self._renew(cp, body, lost)) if cp is not None else None
         error: BaseException | None = None
@@ -304,6 +310,17 @@ class Executor:
                 "not an Agent or Plan"
             )
         return definition
+
+    async def _begin_shielded(self, kind: str, input: JSON, run_id: str) -> Checkpointer | None:
+        """Begin, and if the caller cancels meanwhile, still fail the begun record."""
+        begun = asyncio.ensure_future(self._begin(kind, input, run_id))
+        try:
+            return await asyncio.shield(begun)
+        except asyncio.CancelledError as cancelled:
+            cp = await uninterrupted(begun)
+            if cp is not None:
+                await uninterrupted(self._finalize(cp, None, cancelled))
+            raise
 
     async def _begin(self, kind: str, input: JSON, run_id: str) -> Checkpointer | None:
         if self.store is None:
