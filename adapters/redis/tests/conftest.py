@@ -79,3 +79,12 @@ def scriptless_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator
     renamed = [f'rename-command {name} ""' for name in ("EVAL", "EVALSHA", "SCRIPT", "FCALL")]
     with redis_server(directory, *renamed) as port:
         yield port
+
+
+@pytest.fixture(scope="session")
+def unix_socket_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server that also listens on a unix socket; yields its unix:// URL."""
+    directory = _servers_dir(tmp_path_factory, "a redis-server on a unix socket")
+    socket = directory / "redis.sock"
+    with redis_server(directory, f"unixsocket {socket}", "unixsocketperm 700"):
+        yield f"unix://{socket}?db=0"

@@ -426,3 +426,18 @@ async def test_cluster_mode_against_a_single_server_says_so(redis_url: str) -> N
             await store.load("any")
     finally:
         await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_unix_socket_url_round_trips_and_fences(unix_socket_url: str) -> None:
+    store = open_redis(unix_socket_url)
+    try:
+        checkpointer = await store.begin(RunStart(run_id(), "test", lease=0.001))
+        await checkpointer.save(CheckpointState(HISTORY))
+        await checkpointer.release()
+        claim = await store.claim(checkpointer.run_id, owner="other", lease=30)
+        assert claim is not None and claim.resume.history == HISTORY
+        with pytest.raises(LeaseLost):
+            await checkpointer.save(CheckpointState((*HISTORY, *HISTORY)))
+    finally:
+        await store.close()
