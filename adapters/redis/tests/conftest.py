@@ -9,13 +9,23 @@ why, or fail when ``OUTLAST_TEST_STRICT=1``.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from redis_testing import delete_keys, redis_cluster, redis_server, redis_server_binary
+from redis_testing import (
+    delete_keys,
+    free_port,
+    listening,
+    redis_cluster,
+    redis_server,
+    redis_server_binary,
+    wait_until,
+)
 
 from outlast.urls import redact
 from outlast_conformance.services import service_url, unavailable
@@ -88,3 +98,47 @@ def unix_socket_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     socket = directory / "redis.sock"
     with redis_server(directory, f"unixsocket {socket}", "unixsocketperm 700"):
         yield f"unix://{socket}?db=0"
+
+
+@pytest.fixture(scope="session")
+def tls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server that also serves TLS with a fresh self-signed certificate;
+    yields a rediss:// URL that trusts exactly that certificate."""
+    directory = _servers_dir(tmp_path_factory, "a redis-server with TLS")
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        unavailable("no openssl binary on PATH: cannot make a certificate for the TLS test")
+    cert, key = directory / "server.crt", directory / "server.key"
+    subprocess.run(  # noqa: S603 - the installed openssl, fixed arguments
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    tls_port = free_port()
+    lines = [
+        f"tls-port {tls_port}",
+        f"tls-cert-file {cert}",
+        f"tls-key-file {key}",
+        f"tls-ca-cert-file {cert}",
+        "tls-auth-clients no",
+    ]
+    with redis_server(directory, *lines):
+        wait_until(lambda: listening(tls_port), f"redis-server TLS on port {tls_port}")
+        yield f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={cert}"

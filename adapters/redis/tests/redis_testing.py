@@ -53,7 +53,7 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _listening(port: int) -> bool:
+def listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
@@ -114,7 +114,7 @@ def redis_server(directory: Path, *config_lines: str, cluster: bool = False) -> 
             if process.poll() is not None:
                 log_text = (home / "server.log").read_text()
                 raise RuntimeError(f"redis-server on port {port} exited:\n{log_text}")
-            return _listening(port)
+            return listening(port)
 
         wait_until(up, f"redis-server on port {port} to listen")
         yield port

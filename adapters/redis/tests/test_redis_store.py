@@ -441,3 +441,15 @@ async def test_a_unix_socket_url_round_trips_and_fences(unix_socket_url: str) ->
             await checkpointer.save(CheckpointState((*HISTORY, *HISTORY)))
     finally:
         await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_rediss_url_works_over_tls(tls_url: str) -> None:
+    store = open_redis(tls_url)
+    try:
+        checkpointer = await store.begin(RunStart(run_id(), "test"))
+        await checkpointer.save(CheckpointState(HISTORY))
+        loaded = await store.load(checkpointer.run_id)
+    finally:
+        await store.close()
+    assert loaded is not None and loaded.state.history == HISTORY
