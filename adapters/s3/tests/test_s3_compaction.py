@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from conftest import BUCKET, admin_client
+from s3_testing import BUCKET, admin_client
 
 import outlast
 from outlast import CheckpointState, Message, PhaseOutput, RunStart

@@ -7,7 +7,7 @@ import socket
 import uuid
 
 import pytest
-from conftest import BUCKET, REGION, Fault, FaultProxy
+from s3_testing import BUCKET, REGION, Fault, FaultProxy
 
 import outlast
 from outlast import (

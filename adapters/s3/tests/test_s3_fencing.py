@@ -8,7 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import BUCKET, admin_client
+from s3_testing import BUCKET, admin_client
 
 import outlast
 from outlast import CheckpointState, LeaseLost, Message, RunExists, RunStart

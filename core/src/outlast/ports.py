@@ -22,10 +22,11 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from outlast.messages import JSON, Message, PhaseOutput
+from outlast.messages import JSON, JSONObject, Message, PhaseOutput
 
 DEFAULT_NAMESPACE = "default"
 
@@ -100,6 +101,67 @@ class RunRecord:
     updated_at: float
     result: JSON = None
     error: str | None = None
+
+    def to_json(self) -> JSONObject:
+        """The record as a JSON object (for stores that keep records as documents)."""
+        return {
+            "run_id": self.run_id,
+            "namespace": self.namespace,
+            "kind": self.kind,
+            "input": self.input,
+            "status": self.status.value,
+            "epoch": self.epoch,
+            "attempts": self.attempts,
+            "owner": self.owner,
+            "lease_expires_at": self.lease_expires_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "result": self.result,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunRecord:
+        """The record of :meth:`to_json`'s output (other keys are ignored).
+
+        Raises KeyError, TypeError or ValueError on a malformed object; stores
+        turn those into CorruptCheckpoint naming the run.
+        """
+        error = data["error"]
+        lease = data["lease_expires_at"]
+        return cls(
+            run_id=_text(data["run_id"]),
+            namespace=_text(data["namespace"]),
+            kind=_text(data["kind"]),
+            input=data["input"],
+            status=RunStatus(data["status"]),
+            epoch=_integer(data["epoch"]),
+            attempts=_integer(data["attempts"]),
+            owner=_text(data["owner"]),
+            lease_expires_at=None if lease is None else _number(lease),
+            created_at=_number(data["created_at"]),
+            updated_at=_number(data["updated_at"]),
+            result=data["result"],
+            error=None if error is None else _text(error),
+        )
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected a string, got {value!r:.80}")
+    return value
+
+
+def _integer(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"expected an integer, got {value!r:.80}")
+    return value
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r:.80}")
+    return float(value)
 
 
 @dataclass(frozen=True, slots=True)

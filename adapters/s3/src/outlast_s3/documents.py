@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from outlast import codec
 from outlast.errors import CorruptCheckpoint
 from outlast.messages import JSON, Message, PhaseOutput
-from outlast.ports import RunRecord, RunStatus
+from outlast.ports import RunRecord
 from outlast_s3.layout import SegmentName
 
 T = TypeVar("T")
@@ -85,24 +85,11 @@ class Snapshot:
 
 
 def encode_state(state: RunState) -> bytes:
-    r = state.record
     doc: dict[str, JSON] = {
         "v": codec.FORMAT_VERSION,
         "type": "state",
-        "run_id": r.run_id,
-        "namespace": r.namespace,
-        "kind": r.kind,
-        "input": r.input,
-        "status": r.status.value,
-        "epoch": r.epoch,
-        "attempts": r.attempts,
-        "owner": r.owner,
+        **state.record.to_json(),
         "lease": state.lease,
-        "lease_expires_at": r.lease_expires_at,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "result": r.result,
-        "error": r.error,
         "incarnation": state.incarnation,
         "compaction": None
         if state.compaction is None
@@ -122,21 +109,7 @@ def decode_state(body: bytes, run_id: str) -> RunState:
 
     def build() -> RunState:
         compaction = doc["compaction"]
-        record = RunRecord(
-            run_id=str(doc["run_id"]),
-            namespace=str(doc["namespace"]),
-            kind=str(doc["kind"]),
-            input=doc["input"],
-            status=RunStatus(doc["status"]),
-            epoch=_int(doc["epoch"]),
-            attempts=_int(doc["attempts"]),
-            owner=str(doc["owner"]),
-            lease_expires_at=_optional_float(doc["lease_expires_at"]),
-            created_at=float(doc["created_at"]),
-            updated_at=float(doc["updated_at"]),
-            result=doc["result"],
-            error=None if doc["error"] is None else str(doc["error"]),
-        )
+        record = RunRecord.from_json(doc)
         return RunState(
             record=record,
             lease=float(doc["lease"]),
@@ -262,7 +235,3 @@ def _int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"expected an integer, got {value!r}")
     return value
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)

@@ -73,23 +73,10 @@ class _Run:
     lines: int = 0
 
     def to_bytes(self) -> bytes:
-        r = self.record
         data: dict[str, JSON] = {
             "v": codec.FORMAT_VERSION,
-            "run_id": r.run_id,
-            "namespace": r.namespace,
-            "kind": r.kind,
-            "input": r.input,
-            "status": r.status.value,
-            "epoch": r.epoch,
-            "attempts": r.attempts,
-            "owner": r.owner,
+            **self.record.to_json(),
             "lease": self.lease,
-            "lease_expires_at": r.lease_expires_at,
-            "created_at": r.created_at,
-            "updated_at": r.updated_at,
-            "result": r.result,
-            "error": r.error,
             "phases": [p.to_json() for p in self.phases],
             "committed": self.committed,
             "lines": self.lines,
@@ -105,31 +92,13 @@ class _Run:
         codec.check_version(parsed.get("v"), run_id)
         obj: dict[str, Any] = parsed  # field types are checked by the conversions below
         try:
-            record = RunRecord(
-                run_id=str(obj["run_id"]),
-                namespace=str(obj["namespace"]),
-                kind=str(obj["kind"]),
-                input=obj["input"],
-                status=RunStatus(obj["status"]),
-                epoch=int(obj["epoch"]),
-                attempts=int(obj["attempts"]),
-                owner=str(obj["owner"]),
-                lease_expires_at=_optional_float(obj["lease_expires_at"]),
-                created_at=float(obj["created_at"]),
-                updated_at=float(obj["updated_at"]),
-                result=obj["result"],
-                error=None if obj["error"] is None else str(obj["error"]),
-            )
+            record = RunRecord.from_json(obj)
             phases = tuple(PhaseOutput.from_json(p) for p in obj["phases"])
             return cls(
                 record, float(obj["lease"]), phases, int(obj["committed"]), int(obj["lines"])
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptCheckpoint(run_id, f"run.json does not parse ({exc})") from exc
-
-
-def _optional_float(value: Any) -> float | None:
-    return None if value is None else float(value)
 
 
 class JsonDirCheckpointer:
