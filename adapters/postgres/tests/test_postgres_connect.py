@@ -6,14 +6,16 @@ import asyncio
 import logging
 import traceback
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import pytest_asyncio
+from password_server import PASSWORD, password_server, server_binaries
 from postgres_support import unused_port, with_options
 
 from outlast import ConfigurationError, RunStart, StoreError, StoreUnavailable
+from outlast_conformance.services import unavailable
 from outlast_postgres import PostgresStore
 
 SECRET = "pa55-w0rd-never-shown"  # noqa: S105 - a fake password the tests look for
@@ -159,3 +161,34 @@ async def test_libpq_parameters_in_the_url_reach_the_server(store_url: str) -> N
         )
         assert await cursor.fetchone() == ("4321ms", "w7")
     await store.close()
+
+
+@pytest.fixture(scope="module")
+def password_server_url() -> Iterator[str]:
+    """A PostgreSQL of our own that checks passwords (see password_server.py)."""
+    if server_binaries() is None:
+        unavailable("no PostgreSQL server binaries (initdb, pg_ctl): cannot test wrong passwords")
+    with password_server() as url:
+        yield url
+
+
+@pytest.mark.asyncio
+async def test_a_wrong_password_is_store_unavailable_with_the_password_hidden(
+    password_server_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = PostgresStore(with_options(url_with(password_server_url), connect_timeout=10))
+    error = await failure_of(store)
+    assert "password authentication failed" in str(error)
+    assert_secret_hidden(error, store, caplog)
+
+
+@pytest.mark.asyncio
+async def test_the_right_password_works(password_server_url: str) -> None:
+    parts = urlsplit(password_server_url)
+    url = urlunsplit(parts._replace(netloc=f"postgres:{PASSWORD}@{parts.hostname}:{parts.port}"))
+    store = PostgresStore(url)
+    try:
+        checkpointer = await store.begin(RunStart(run_id="r", kind="k"))
+        assert checkpointer.epoch == 1
+    finally:
+        await store.close()
