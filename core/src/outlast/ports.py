@@ -102,6 +102,24 @@ class RunRecord:
     result: JSON = None
     error: str | None = None
 
+    @classmethod
+    def begun(cls, start: RunStart, now: float, input: JSON) -> RunRecord:
+        """The record ``begin`` creates: running, epoch 1, attempts 1, leased
+        until ``now + start.lease``. ``input`` is the stored copy of the input."""
+        return cls(
+            run_id=start.run_id,
+            namespace=start.namespace,
+            kind=start.kind,
+            input=input,
+            status=RunStatus.RUNNING,
+            epoch=1,
+            attempts=1,
+            owner=start.owner,
+            lease_expires_at=now + start.lease,
+            created_at=now,
+            updated_at=now,
+        )
+
     def to_json(self) -> JSONObject:
         """The record as a JSON object (for stores that keep records as documents)."""
         return {

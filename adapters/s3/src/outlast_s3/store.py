@@ -74,19 +74,7 @@ class S3Store:
         validate_start(start)
         stored_input = codec.loads(codec.dumps(start.input), start.run_id)
         now = time.time()
-        record = RunRecord(
-            run_id=start.run_id,
-            namespace=start.namespace,
-            kind=start.kind,
-            input=stored_input,
-            status=RunStatus.RUNNING,
-            epoch=1,
-            attempts=1,
-            owner=start.owner,
-            lease_expires_at=now + start.lease,
-            created_at=now,
-            updated_at=now,
-        )
+        record = RunRecord.begun(start, now, stored_input)
         run = RunState(record, start.lease, incarnation=uuid.uuid4().hex, writer=uuid.uuid4().hex)
         body = encode_state(run)
         await self._check_conditional_writes()

@@ -156,19 +156,7 @@ class MemoryStore:
         key = (start.namespace, start.run_id)
         input_text = codec.dumps(start.input)
         now = time.time()
-        record = RunRecord(
-            run_id=start.run_id,
-            namespace=start.namespace,
-            kind=start.kind,
-            input=codec.loads(input_text, start.run_id),
-            status=RunStatus.RUNNING,
-            epoch=1,
-            attempts=1,
-            owner=start.owner,
-            lease_expires_at=now + start.lease,
-            created_at=now,
-            updated_at=now,
-        )
+        record = RunRecord.begun(start, now, codec.loads(input_text, start.run_id))
         with self._space.lock:
             if key in self._space.runs:
                 raise RunExists(start.run_id, start.namespace)

@@ -282,19 +282,7 @@ class JsonDirStore:
                 raise RunExists(start.run_id, start.namespace)
             folder.mkdir(parents=True, exist_ok=True)
             now = time.time()
-            record = RunRecord(
-                run_id=start.run_id,
-                namespace=start.namespace,
-                kind=start.kind,
-                input=input_value,
-                status=RunStatus.RUNNING,
-                epoch=1,
-                attempts=1,
-                owner=start.owner,
-                lease_expires_at=now + start.lease,
-                created_at=now,
-                updated_at=now,
-            )
+            record = RunRecord.begun(start, now, input_value)
             write_atomically(folder / RUN_FILE, _Run(record, start.lease).to_bytes())
 
         await self._locked(job, exclusive=True)
