@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 import outlast
-from outlast import CheckpointerFactory
+from outlast.adapter import CheckpointerFactory
 
 Eventually = Callable[[Callable[[], Awaitable[bool]]], Awaitable[None]]
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from outlast import (
+from outlast import Message, ToolCall
+from outlast.adapter import (
     CheckpointState,
     CheckpointStateError,
     CorruptCheckpoint,
-    Message,
     PhaseOutput,
     SaveCursor,
-    ToolCall,
     codec,
 )
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import outlast
+import outlast.adapter
 from outlast import (
     ConfigurationError,
     Event,
@@ -64,7 +65,7 @@ def test_default_url_is_the_local_sqlite_file(monkeypatch: pytest.MonkeyPatch) -
 def test_outlast_url_environment_variable_picks_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OUTLAST_URL", "memory://from-env")
     store = outlast.open()
-    assert isinstance(store, MemoryStore) and store.name == "from-env"
+    assert isinstance(store.backend, MemoryStore) and store.backend.name == "from-env"
 
 
 def test_unknown_scheme_names_scheme_installed_backends_and_package(
@@ -102,7 +103,7 @@ def test_a_broken_plugin_is_reported_by_name_and_the_host_keeps_working(
     fake_entry_points(monkeypatch, exploding=ImportError("No module named 'psycopg'"))
     with caplog.at_level(logging.WARNING, "outlast"):
         store = outlast.open("memory://still-works")
-    assert isinstance(store, MemoryStore)
+    assert isinstance(store.backend, MemoryStore)
     (broken,) = broken_plugins()
     assert broken.name == "exploding" and "No module named 'psycopg'" in broken.error
     assert any("exploding" in r.getMessage() for r in caplog.records)
@@ -145,7 +146,7 @@ def test_a_third_party_backend_registers_through_the_same_hooks(
     module.outlast_open = outlast_open  # type: ignore[attr-defined]
     module.outlast_backends = outlast_backends  # type: ignore[attr-defined]
     fake_entry_points(monkeypatch, thirdparty=module)
-    assert isinstance(outlast.open("thirdparty://x"), MemoryStore)
+    assert isinstance(outlast.open("thirdparty://x").backend, MemoryStore)
     assert opened == ["thirdparty://x"]
     assert "thirdparty" in [b.name for b in outlast.backends()]
 
@@ -179,5 +180,5 @@ async def test_observers_see_every_durable_event(monkeypatch: pytest.MonkeyPatch
     ],
 )
 def test_passwords_are_redacted(url: str, shown: str) -> None:
-    assert outlast.redact(url) == shown
-    assert "s3cret" not in outlast.redact(url)
+    assert outlast.adapter.redact(url) == shown
+    assert "s3cret" not in outlast.adapter.redact(url)

@@ -149,7 +149,7 @@ async def test_save_inserts_only_the_new_rows(sqlite_store: SqliteStore, db_path
     await cp.save(CheckpointState(chat(3)))
     before = query(db_path, "SELECT rowid, seq, body FROM messages ORDER BY seq")
     statements: list[str] = []
-    await sqlite_store._call(lambda conn: conn.set_trace_callback(statements.append))
+    await sqlite_store.file.call(lambda conn: conn.set_trace_callback(statements.append))
 
     await cp.save(CheckpointState(chat(5)))
     await cp.save(CheckpointState((), (PhaseOutput("p", None),)))
@@ -167,7 +167,7 @@ async def test_saving_the_same_state_again_writes_no_rows(sqlite_store: SqliteSt
     cp = await sqlite_store.begin(start())
     await cp.save(CheckpointState(chat(2)))
     statements: list[str] = []
-    await sqlite_store._call(lambda conn: conn.set_trace_callback(statements.append))
+    await sqlite_store.file.call(lambda conn: conn.set_trace_callback(statements.append))
 
     await cp.save(CheckpointState(chat(2)))
 
@@ -441,7 +441,7 @@ async def test_a_corrupt_transcript_is_never_claimed(
     cp = await sqlite_store.begin(start())
     await cp.save(CheckpointState(chat(2)))
     await cp.release()
-    await sqlite_store.corrupt("run-1")
+    query(db_path, "UPDATE messages SET body = '{not json' WHERE seq = 0")
 
     with pytest.raises(CorruptCheckpoint, match="run-1"):
         await sqlite_store.load("run-1")
@@ -460,12 +460,13 @@ async def test_a_missing_message_row_is_corrupt(sqlite_store: SqliteStore, db_pa
 
 
 @pytest.mark.parametrize(
-    ("damage", "reason"),
+    ("damage", "reason", "quarantined"),
     [
-        ("UPDATE runs SET input = '{not json' WHERE run_id = 'b'", "invalid JSON"),
-        ("UPDATE runs SET format_version = 99 WHERE run_id = 'b'", "upgrade outlast"),
-        ("UPDATE runs SET status = 'paused' WHERE run_id = 'b'", "unknown status"),
+        ("UPDATE runs SET input = '{not json' WHERE run_id = 'b'", "invalid JSON", True),
+        ("UPDATE runs SET format_version = 99 WHERE run_id = 'b'", "upgrade outlast", False),
+        ("UPDATE runs SET status = 'paused' WHERE run_id = 'b'", "unknown status", False),
     ],
+    ids=["damaged-quarantined", "newer-format-left-alone", "unknown-status"],
 )
 @pytest.mark.asyncio
 async def test_listing_and_recovery_skip_a_record_that_does_not_parse(
@@ -474,6 +475,7 @@ async def test_listing_and_recovery_skip_a_record_that_does_not_parse(
     caplog: pytest.LogCaptureFixture,
     damage: str,
     reason: str,
+    quarantined: bool,
 ) -> None:
     for run_id in "abc":
         await (await sqlite_store.begin(start(run_id))).release()
@@ -489,6 +491,12 @@ async def test_listing_and_recovery_skip_a_record_that_does_not_parse(
     assert "'b'" in caplog.text and reason in caplog.text
     with pytest.raises(CorruptCheckpoint, match=reason):
         await sqlite_store.load("b")
+    status, error = query(db_path, "SELECT status, error FROM runs WHERE run_id = 'b'")[0]
+    if quarantined:  # failed in place, the damaged input kept for forensics
+        assert status == "failed" and error.startswith("CorruptCheckpoint: ")
+        assert query(db_path, "SELECT input FROM runs WHERE run_id = 'b'") == [("{not json",)]
+    else:
+        assert status in ("running", "paused") and error is None
 
 
 # --- listing, deleting, retention ---------------------------------------------------
@@ -553,8 +561,9 @@ async def test_relative_url_is_resolved_against_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    store = outlast.open("sqlite:///sub/dir/runs.db")
-    default = outlast.open("sqlite:///./.outlast/runs.db")
+    opened = outlast.open("sqlite:///sub/dir/runs.db")
+    other = outlast.open("sqlite:///./.outlast/runs.db")
+    store, default = opened.backend, other.backend
     try:
         assert isinstance(store, SqliteStore) and isinstance(default, SqliteStore)
         assert store.path == tmp_path / "sub" / "dir" / "runs.db"
@@ -564,8 +573,8 @@ async def test_relative_url_is_resolved_against_the_working_directory(
         assert store.path.is_file()
         assert repr(store) == f"SqliteStore(path={str(store.path)!r})"
     finally:
-        await store.close()
-        await default.close()
+        await opened.close()
+        await other.close()
 
 
 def test_absolute_url_and_options(tmp_path: Path) -> None:
@@ -711,3 +720,49 @@ async def test_a_closed_store_says_so(db_path: Path) -> None:
         assert await reopened.load("run-1") is not None
     finally:
         await reopened.close()
+
+
+# --- schema upgrade ---------------------------------------------------------------
+
+V1_RUNS = """
+CREATE TABLE runs (
+    namespace TEXT NOT NULL, run_id TEXT NOT NULL, kind TEXT NOT NULL, input TEXT NOT NULL,
+    status TEXT NOT NULL, epoch INTEGER NOT NULL, attempts INTEGER NOT NULL,
+    owner TEXT NOT NULL, lease_seconds REAL NOT NULL, lease_expires_at REAL,
+    result TEXT, error TEXT, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+    format_version INTEGER NOT NULL, PRIMARY KEY (namespace, run_id))
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_schema_1_file_is_upgraded_and_its_runs_recover(db_path: Path) -> None:
+    """outlast 0.1's file (no crash count, no incarnation) is upgraded on first
+    use: its runs read 0 crashes, and an interrupted one is claimed and saved."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        conn.execute(V1_RUNS)
+        conn.execute(
+            "CREATE TABLE messages (namespace TEXT, run_id TEXT, segment INTEGER, seq INTEGER, "
+            "body TEXT, PRIMARY KEY (namespace, run_id, segment, seq))"
+        )
+        conn.execute(
+            "CREATE TABLE phases (namespace TEXT, run_id TEXT, idx INTEGER, body TEXT, "
+            "PRIMARY KEY (namespace, run_id, idx))"
+        )
+        conn.execute(
+            "INSERT INTO runs VALUES ('default', 'old', 'k', 'null', 'running', 3, 3, 'w', 30, "
+            "NULL, NULL, NULL, 1, 2, 1)"
+        )
+        conn.execute("PRAGMA user_version = 1")
+        conn.commit()
+    store = SqliteStore(db_path)
+    try:
+        stored = await store.load("old")
+        assert stored is not None
+        assert (stored.record.epoch, stored.record.crashes, stored.record.incarnation) == (3, 0, "")
+        claim = await store.claim("old", owner="new", lease=30)
+        assert claim is not None and (claim.record.attempts, claim.record.crashes) == (4, 0)
+        await claim.checkpointer.save(CheckpointState(chat(1)))
+        await claim.checkpointer.complete("done")
+        assert query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    finally:
+        await store.close()

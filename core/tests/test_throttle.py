@@ -4,14 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from outlast import (
-    CheckpointerFactory,
-    CheckpointState,
-    Message,
-    RunStart,
-    RunStatus,
-    ThrottledCheckpointer,
-)
+from outlast import Message, RunStatus, ThrottledCheckpointer
+from outlast.adapter import CheckpointerFactory, CheckpointState, RunStart
 
 pytestmark = pytest.mark.asyncio
 

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from outlast.errors import CorruptCheckpoint
+from outlast.errors import CorruptCheckpoint, UnknownFormat
 from outlast.messages import JSON, Message, PhaseOutput
 
 FORMAT_VERSION = 1
@@ -21,8 +21,15 @@ T = TypeVar("T")
 
 
 def dumps(value: JSON) -> str:
-    """Compact JSON text; non-ASCII kept as is; NaN/Infinity rejected."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    """Compact JSON text; non-ASCII kept as is.
+
+    Raises ValueError for anything that is not JSON (a set, a custom object,
+    NaN or Infinity, a key that is not a string...), so a store writes nothing.
+    """
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
 
 
 def loads(text: str | bytes, run_id: str) -> JSON:
@@ -51,9 +58,11 @@ def decode_phase(text: str | bytes, run_id: str) -> PhaseOutput:
 
 
 def check_version(version: object, run_id: str) -> None:
-    """Raise CorruptCheckpoint unless ``version`` is a format this code reads."""
+    """Raise UnknownFormat (a CorruptCheckpoint) unless ``version`` is a
+    format this code reads. A record of another version is skipped, never
+    quarantined: a newer outlast may own it."""
     if version != FORMAT_VERSION:
-        raise CorruptCheckpoint(
+        raise UnknownFormat(
             run_id,
             f"unknown format version {version!r} (this outlast reads {FORMAT_VERSION}); "
             "upgrade outlast",

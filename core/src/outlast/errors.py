@@ -9,16 +9,18 @@ The hierarchy::
     │   ├── StoreUnavailable       cannot reach / authenticate to the store
     │   ├── RunExists              begin() with a run id that already exists
     │   ├── RunNotFound            no such run in that namespace
-    │   ├── LeaseLost              fenced: a newer epoch owns the run
+    │   ├── LeaseLost              fenced: the run is no longer this writer's
     │   ├── CorruptCheckpoint      a stored record does not parse
+    │   │   └── UnknownFormat      written by a newer outlast (never quarantined)
     │   └── CheckpointStateError   a save that breaks the append-only contract
     └── RunError                   the run itself stopped with an error
+        ├── RunFailed              the run id failed earlier (its stored error)
         ├── ModelError             the model failed or gave an unusable reply
         ├── StepLimitExceeded      the tool loop hit max_steps
         ├── DeadlineExceeded       the run's own deadline passed
         ├── CriticKilled           the critic callback stopped the run
         ├── ResumeMismatch         saved phases are not a prefix of the plan
-        ├── PoisonRun              recovered more than max_attempts times
+        ├── PoisonRun              its workers crashed more than max_crashes times
         └── Shutdown               the host is shutting down (run is released)
 
 Adapters translate their driver's exceptions into these at the boundary, most
@@ -68,15 +70,19 @@ class StoreUnavailable(StoreError):
 
 
 class RunExists(StoreError):
-    """``begin`` was asked to create a run id that already exists."""
+    """A run with that id already exists, so it is not begun (or run) again.
 
-    def __init__(self, run_id: str, namespace: str) -> None:
+    Stores raise it from ``begin``; the executor raises it, with ``detail``
+    saying how the existing run stands, when a run id is reused for a run
+    that is still going or for another kind.
+    """
+
+    def __init__(self, run_id: str, namespace: str, detail: str = "") -> None:
         self.run_id = run_id
         self.namespace = namespace
-        super().__init__(
-            f"run {run_id!r} already exists in namespace {namespace!r}; "
-            "a run id is begun once (recover it with claim instead)"
-        )
+        self.detail = detail
+        why = detail or "a run id is begun once (recover it with claim instead)"
+        super().__init__(f"run {run_id!r} already exists in namespace {namespace!r}; {why}")
 
 
 class RunNotFound(StoreError):
@@ -89,29 +95,39 @@ class RunNotFound(StoreError):
 
 
 class LeaseLost(StoreError):
-    """A newer epoch owns the run: this checkpointer must stop writing.
+    """The run is no longer this writer's: this checkpointer must stop writing.
 
     Raised by every write of a checkpointer whose epoch was superseded by a
-    claim. Nothing was written.
+    claim, whose run ended (completed, failed) or was deleted. Nothing was
+    written. ``detail`` says which.
     """
 
     def __init__(self, run_id: str, epoch: int, detail: str = "") -> None:
         self.run_id = run_id
         self.epoch = epoch
-        extra = f" ({detail})" if detail else ""
-        super().__init__(
-            f"run {run_id!r}: epoch {epoch} no longer owns the run; "
-            f"another worker claimed it{extra}"
-        )
+        self.detail = detail or "another worker claimed it"
+        super().__init__(f"run {run_id!r}: epoch {epoch} no longer owns the run ({self.detail})")
 
 
 class CorruptCheckpoint(StoreError):
-    """A stored record does not parse or has an unknown format version."""
+    """A stored record does not parse.
+
+    Recovery quarantines such a run: it is failed with this error's text,
+    keeping what is stored for forensics, so it leaves the work list.
+    """
 
     def __init__(self, run_id: str, detail: str) -> None:
         self.run_id = run_id
         self.detail = detail
         super().__init__(f"run {run_id!r}: stored checkpoint is corrupt: {detail}")
+
+
+class UnknownFormat(CorruptCheckpoint):
+    """A record carries a format version this outlast does not read.
+
+    A newer outlast wrote it (a rolling upgrade): it is skipped, never
+    quarantined, so a newer worker can still recover it.
+    """
 
 
 class CheckpointStateError(StoreError):
@@ -120,6 +136,22 @@ class CheckpointStateError(StoreError):
 
 class RunError(OutlastError):
     """The run stopped with an error; the durable record is failed (or released)."""
+
+
+class RunFailed(RunError):
+    """The run id names a run that failed earlier; ``error`` is its stored error.
+
+    Raised instead of running a failed run again: a run id is an
+    idempotency key.
+    """
+
+    def __init__(self, run_id: str, error: str) -> None:
+        self.run_id = run_id
+        self.error = error
+        super().__init__(
+            f"run {run_id!r} failed earlier: {error} (a run id runs once; use a new run "
+            "id to try again, or delete the failed run)"
+        )
 
 
 class ModelError(RunError):
@@ -143,23 +175,8 @@ class ResumeMismatch(RunError):
 
 
 class PoisonRun(RunError):
-    """The run was recovered more than ``max_attempts`` times and is failed."""
+    """The run crashed its workers more than ``max_crashes`` times and is failed."""
 
 
 class Shutdown(RunError):
-    """The host is shutting down; the run was released for another worker.
-
-    The one shutdown type: the executor matches it with ``isinstance`` on the
-    error or anywhere in its ``__cause__`` chain.
-    """
-
-
-def is_shutdown(error: BaseException | None) -> bool:
-    """True when ``error`` is, or was caused by, a :class:`Shutdown`."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, Shutdown):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
+    """The host is shutting down; the run was released for another worker."""

@@ -20,7 +20,8 @@ import pluggy
 from outlast import hookspecs
 from outlast.errors import ConfigurationError, UnknownBackend
 from outlast.ports import CheckpointerFactory
-from outlast.retention import RetainingStore, take_retention
+from outlast.retention import RetentionSchedule, take_retention
+from outlast.store import Store
 from outlast.urls import DEFAULT_URL, KNOWN_PACKAGES, URL_ENV, BackendInfo, scheme_of
 
 log = logging.getLogger("outlast.plugins")
@@ -94,13 +95,15 @@ def backends() -> list[BackendInfo]:
     return sorted(found, key=lambda info: info.name)
 
 
-def open(url: str | None = None, **options: Any) -> CheckpointerFactory:
+def open(url: str | None = None, **options: Any) -> Store:
     """Open the store at ``url`` (default: ``$OUTLAST_URL``, else the local SQLite file).
 
     Keyword ``options`` override options of the URL's query. Every store
-    takes ``retention`` (see :mod:`outlast.retention`). Raises
-    UnknownBackend naming the scheme, the installed backends and the package
-    to install; ConfigurationError for a malformed URL or bad option.
+    takes ``retention`` (see :mod:`outlast.retention`); it is taken out
+    before the backend sees the options. Returns a :class:`~outlast.store.Store`
+    in front of the backend's factory. Raises UnknownBackend naming the
+    scheme, the installed backends and the package to install;
+    ConfigurationError for a malformed URL or bad option.
     """
     url = url or os.environ.get(URL_ENV) or DEFAULT_URL
     scheme = scheme_of(url)
@@ -116,9 +119,8 @@ def open(url: str | None = None, **options: Any) -> CheckpointerFactory:
                 f"the backend for {scheme!r} is installed but broken: {broken[0].error}"
             )
         raise UnknownBackend(scheme, installed, KNOWN_PACKAGES.get(scheme))
-    if retention is not None:
-        return RetainingStore(factory, retention)
-    return factory
+    schedule = None if retention is None else RetentionSchedule(retention)
+    return Store(factory, retention=schedule)
 
 
 def emit(event: Any) -> None:

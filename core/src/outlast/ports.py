@@ -3,18 +3,23 @@
 A store is a :class:`CheckpointerFactory`; each durable run gets one
 :class:`Checkpointer`. Both are protocols: an adapter implements them in its
 own classes (no inheritance needed) and proves it with outlast-conformance.
+Adapter authors import all of this from :mod:`outlast.adapter`.
 
 Rules every implementation keeps:
 
+* The record's state machine is :mod:`outlast.transitions`, written once:
+  a document store calls it; a store that decides in SQL or a script mirrors
+  it, and the conformance suite checks that they agree.
 * Every write of a checkpointer carries its epoch and is checked against the
-  stored epoch in the same atomic step. A superseded epoch raises
-  :class:`~outlast.errors.LeaseLost` and writes nothing.
+  stored record in the same atomic step. A superseded epoch, an ended run or
+  a deleted one raises :class:`~outlast.errors.LeaseLost` and writes nothing.
 * Safety never depends on clocks. Leases only decide *when* a run counts as
   abandoned; the epoch check makes a stale writer harmless.
 * ``save`` writes only the delta since the checkpointer's last successful save
   (see :class:`~outlast.delta.SaveCursor`).
 * A record that does not parse raises :class:`~outlast.errors.CorruptCheckpoint`
-  naming the run; ``interrupted`` and ``list`` skip such records and go on.
+  naming the run; ``list`` skips such records, ``interrupted`` quarantines
+  them, and both go on.
 * Runs are keyed by ``(namespace, run_id)``: nothing in one namespace is
   listed, claimed, loaded or changed through another.
 """
@@ -26,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from outlast import ids
 from outlast.messages import JSON, JSONObject, Message, PhaseOutput
 
 DEFAULT_NAMESPACE = "default"
@@ -70,6 +76,8 @@ class RunStart:
 
     ``kind`` is the registered name of the run definition, so a recovering
     worker can re-dispatch it; ``lease`` is the lease length in seconds.
+    Constructing one checks the names (see :mod:`outlast.ids`) and the lease,
+    raising ValueError: a store never sees an invalid one.
     """
 
     run_id: str
@@ -79,13 +87,26 @@ class RunStart:
     owner: str = ""
     lease: float = 30.0
 
+    def __post_init__(self) -> None:
+        ids.check_run_id(self.run_id)
+        ids.check_kind(self.kind)
+        ids.check_namespace(self.namespace)
+        ids.check_owner(self.owner)
+        object.__setattr__(self, "lease", ids.check_lease(self.lease))
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class RunRecord:
     """A run's durable record without its transcript.
 
-    Times are POSIX seconds by the store's clock. ``lease_expires_at`` is None
-    once the lease was released or the run ended.
+    Times are POSIX seconds by the store's clock. ``lease`` is the lease's
+    length in seconds; ``lease_expires_at`` is None once the lease was
+    released or the run ended. ``attempts`` counts every begin and claim;
+    ``crashes`` counts the claims of a lease that expired without a release
+    (a worker died), which is what the poison limit counts. ``incarnation``
+    is a random token drawn by ``begin``: a run deleted and begun again under
+    the same id is another incarnation, so a writer of the deleted one is
+    fenced even at the same epoch.
     """
 
     run_id: str
@@ -95,30 +116,24 @@ class RunRecord:
     status: RunStatus
     epoch: int
     attempts: int
+    crashes: int = 0
     owner: str
+    lease: float
     lease_expires_at: float | None
     created_at: float
     updated_at: float
     result: JSON = None
     error: str | None = None
+    incarnation: str = ""
 
-    @classmethod
-    def begun(cls, start: RunStart, now: float, input: JSON) -> RunRecord:
-        """The record ``begin`` creates: running, epoch 1, attempts 1, leased
-        until ``now + start.lease``. ``input`` is the stored copy of the input."""
-        return cls(
-            run_id=start.run_id,
-            namespace=start.namespace,
-            kind=start.kind,
-            input=input,
-            status=RunStatus.RUNNING,
-            epoch=1,
-            attempts=1,
-            owner=start.owner,
-            lease_expires_at=now + start.lease,
-            created_at=now,
-            updated_at=now,
-        )
+    @property
+    def interrupted_since(self) -> float | None:
+        """When the run became claimable, if it is: its lease's expiry, or,
+        released, the time of the release (its last write). None when live
+        or finished. ``interrupted`` lists oldest first by this."""
+        if self.status is not RunStatus.RUNNING:
+            return None
+        return self.lease_expires_at if self.lease_expires_at is not None else self.updated_at
 
     def to_json(self) -> JSONObject:
         """The record as a JSON object (for stores that keep records as documents)."""
@@ -130,12 +145,15 @@ class RunRecord:
             "status": self.status.value,
             "epoch": self.epoch,
             "attempts": self.attempts,
+            "crashes": self.crashes,
             "owner": self.owner,
+            "lease": self.lease,
             "lease_expires_at": self.lease_expires_at,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "result": self.result,
             "error": self.error,
+            "incarnation": self.incarnation,
         }
 
     @classmethod
@@ -143,7 +161,8 @@ class RunRecord:
         """The record of :meth:`to_json`'s output (other keys are ignored).
 
         Raises KeyError, TypeError or ValueError on a malformed object; stores
-        turn those into CorruptCheckpoint naming the run.
+        turn those into CorruptCheckpoint naming the run. ``crashes`` and
+        ``incarnation`` may be absent (records written by outlast 0.1).
         """
         error = data["error"]
         lease = data["lease_expires_at"]
@@ -155,12 +174,15 @@ class RunRecord:
             status=RunStatus(data["status"]),
             epoch=_integer(data["epoch"]),
             attempts=_integer(data["attempts"]),
+            crashes=_integer(data.get("crashes", 0)),
             owner=_text(data["owner"]),
+            lease=_number(data["lease"]),
             lease_expires_at=None if lease is None else _number(lease),
             created_at=_number(data["created_at"]),
             updated_at=_number(data["updated_at"]),
             result=data["result"],
             error=None if error is None else _text(error),
+            incarnation=_text(data.get("incarnation", "")),
         )
 
 
@@ -213,7 +235,14 @@ class Claim:
 
 @runtime_checkable
 class Checkpointer(Protocol):
-    """One run's durable record, held at one epoch (the fencing token)."""
+    """One run's durable record, held at one epoch (the fencing token).
+
+    Every write is checked, in the same atomic step, against the stored
+    record (:func:`outlast.transitions.owned`): the run must exist, hold this
+    epoch and be ``running``. Otherwise the write raises LeaseLost and writes
+    nothing: after a claim by another worker, after the run completed or
+    failed, and after it was deleted. Every write moves ``updated_at``.
+    """
 
     @property
     def run_id(self) -> str: ...
@@ -228,16 +257,19 @@ class Checkpointer(Protocol):
         """Persist progress; durable once it returns.
 
         Writes only what is new since the last successful save, checked
-        against the epoch in the same step. Saving the same state twice is
-        harmless. Raises LeaseLost (writing nothing) when fenced, and
-        CheckpointStateError when ``state`` is not an append to what was saved.
+        against the epoch in the same step; a save with nothing new still
+        checks (a fenced writer learns it is fenced). Saving the same state
+        twice is harmless. Raises LeaseLost (writing nothing) when fenced,
+        CheckpointStateError when ``state`` is not an append to what was
+        saved, and ValueError when it holds something that is not JSON.
         """
 
     async def complete(self, result: JSON) -> None:
         """Terminal success: record ``result``, clear the resumable progress.
 
         The small terminal record stays until retention removes it, so the run
-        id cannot be begun again. Raises LeaseLost when fenced.
+        id cannot be begun again. Raises LeaseLost when fenced, ValueError
+        (writing nothing) when ``result`` is not JSON.
         """
 
     async def fail(self, error: str) -> None:
@@ -250,31 +282,44 @@ class Checkpointer(Protocol):
     async def release(self) -> None:
         """Interrupted by shutdown: stay ``running``, drop the lease at once.
 
-        The run shows up in ``interrupted`` immediately. Raises LeaseLost when
-        fenced.
+        The run shows up in ``interrupted`` immediately, and its next claim
+        is not a crash. Raises LeaseLost when fenced.
         """
 
     async def renew(self) -> None:
-        """Extend the lease by its length from now. Raises LeaseLost when fenced."""
+        """Extend the lease by its length from now (also after a release: the
+        run is owned again). Raises LeaseLost when fenced."""
 
 
 @runtime_checkable
 class CheckpointerFactory(Protocol):
-    """A store: creates, finds and claims durable runs."""
+    """A store: creates, finds and claims durable runs.
+
+    Run ids and namespaces reach a store already checked (:mod:`outlast.ids`);
+    after ``close()`` the store front of :func:`outlast.open` refuses every
+    call. The state machine every method applies is
+    :mod:`outlast.transitions`; the conformance suite holds a store to it.
+    """
 
     async def begin(self, start: RunStart) -> Checkpointer:
-        """Create the record of a new run: ``running``, epoch 1, attempts 1.
+        """Create the record of a new run (:func:`outlast.transitions.begin`).
 
-        Raises RunExists when the run id exists in the namespace.
+        Raises RunExists when the run id exists in the namespace (whatever
+        its status); of concurrent begins of one id exactly one succeeds.
+        Raises ValueError, writing nothing, when the input is not JSON.
         """
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
-        """Runs still ``running`` whose lease expired or was released.
+        """Up to ``limit`` runs still ``running`` whose lease expired or was
+        released: the recovery work list.
 
-        The boot-recovery work list, oldest lease first. Corrupt records are
-        skipped (and logged), never raised.
+        Oldest first by :attr:`RunRecord.interrupted_since`, ties by run id.
+        Returns up to ``limit`` healthy runs whatever precedes them: an
+        interrupted record that does not parse is quarantined (see
+        :meth:`quarantine`), logged and skipped; one of an unknown (newer)
+        format version is skipped and left alone.
         """
 
     async def claim(
@@ -285,12 +330,28 @@ class CheckpointerFactory(Protocol):
         lease: float,
         namespace: str = DEFAULT_NAMESPACE,
     ) -> Claim | None:
-        """Atomically take over an interrupted run: epoch+1, attempts+1.
+        """Atomically take over an interrupted run (:func:`outlast.transitions.claim`).
 
-        Returns None when the run is not interrupted (finished, or its lease
-        is live) or another claimer won: of concurrent claimers exactly one
-        gets a Claim. Raises CorruptCheckpoint when the saved progress does
-        not parse.
+        Returns None when there is no such run, it is not interrupted
+        (finished, or its lease is live) or another claimer won: of
+        concurrent claimers exactly one gets a Claim. Raises
+        CorruptCheckpoint, changing nothing, when the record or the saved
+        progress does not parse.
+        """
+
+    async def quarantine(
+        self, run_id: str, reason: str, namespace: str = DEFAULT_NAMESPACE
+    ) -> bool:
+        """Fail an interrupted run that cannot be recovered because what is
+        stored for it does not parse (:func:`outlast.transitions.quarantine`).
+
+        One fenced write: only a run that is still interrupted changes. It
+        becomes ``failed`` with ``reason`` as its error, its epoch moves on
+        (fencing any writer that still holds it) and everything stored for it
+        stays for forensics until retention removes it. A record too damaged
+        to read at all is replaced by a failed stub
+        (:func:`outlast.transitions.quarantined_stub`), the damaged bytes
+        kept beside it. Returns whether the run was quarantined.
         """
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
@@ -305,11 +366,18 @@ class CheckpointerFactory(Protocol):
     ) -> RunPage:
         """Records of a namespace, optionally of one status, a page at a time.
 
-        Ordered by run id; corrupt records are skipped.
+        Ordered by run id (code point order). ``cursor`` is the last run id
+        of the previous page; ``next_cursor`` is None when no record follows
+        the page (an exactly full last page included). Records that do not
+        parse are skipped (and logged).
         """
 
     async def delete(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
-        """Remove the run and everything stored for it; False when absent."""
+        """Remove the run and everything stored for it; False when absent.
+
+        Every later write of a checkpointer of the deleted run raises
+        LeaseLost; a ``begin`` of the same id racing the delete is never lost.
+        """
 
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
         """Retention: delete terminal runs last updated more than ``older_than``
@@ -317,19 +385,3 @@ class CheckpointerFactory(Protocol):
 
     async def close(self) -> None:
         """Release connections; the factory is unusable afterwards."""
-
-
-def validate_start(start: RunStart) -> None:
-    """Reject a RunStart no store should accept, with a message saying why."""
-    if not start.run_id:
-        raise ValueError("run_id must be a non-empty string")
-    if not start.namespace:
-        raise ValueError("namespace must be a non-empty string")
-    if not start.kind:
-        raise ValueError("kind must be the registered name of a run definition")
-    validate_lease(start.lease)
-
-
-def validate_lease(lease: float) -> None:
-    if not lease > 0:
-        raise ValueError(f"lease must be a positive number of seconds, got {lease!r}")

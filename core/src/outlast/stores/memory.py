@@ -2,21 +2,26 @@
 
 Each ``memory://`` URL without a name opens a new, empty store. ``memory://NAME``
 opens the store of that name shared by the whole process, so a fresh factory
-sees what an earlier one saved (as a durable store would). Records are kept as
-encoded JSON text, exactly as the durable stores keep them, so what round-trips
-here round-trips there. Lease expiry uses this process's clock.
+sees what an earlier one saved (as a durable store would). Records, phases and
+messages are kept as encoded JSON text, exactly as the durable stores keep
+them, so what round-trips here round-trips there. Lease expiry uses this
+process's clock.
+
+It is the reference document store: every operation reads the record, applies
+:mod:`outlast.transitions` and writes the result, under one lock.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from outlast import codec
+from outlast import codec, transitions
 from outlast.delta import SaveCursor
-from outlast.errors import LeaseLost, RunExists
+from outlast.errors import CorruptCheckpoint, UnknownFormat
 from outlast.messages import JSON
 from outlast.ports import (
     DEFAULT_NAMESPACE,
@@ -28,45 +33,79 @@ from outlast.ports import (
     RunStart,
     RunStatus,
     StoredRun,
-    validate_lease,
-    validate_start,
 )
+
+log = logging.getLogger("outlast.stores.memory")
 
 _Key = tuple[str, str]
 
 
 @dataclass
-class _Run:
-    record: RunRecord
-    lease: float
-    input_text: str
+class Run:
+    """What is stored for one run: its record's JSON text, its phases' and
+    messages' JSON texts (messages by segment), and, after a quarantine of a
+    record that did not parse, the damaged text."""
+
+    record: str
     phases: list[str] = field(default_factory=list)
     segments: dict[int, list[str]] = field(default_factory=dict)
-    version: int = codec.FORMAT_VERSION
+    damaged: str | None = None
+
+
+def encode_record(record: RunRecord) -> str:
+    return codec.dumps({"v": codec.FORMAT_VERSION, **record.to_json()})
+
+
+def decode_record(text: str, run_id: str) -> RunRecord:
+    """The record in ``text``; CorruptCheckpoint (UnknownFormat) when it does not parse."""
+    data = codec.loads(text, run_id)
+    if not isinstance(data, dict):
+        raise CorruptCheckpoint(run_id, "the record is not a JSON object")
+    codec.check_version(data.get("v"), run_id)
+    try:
+        return RunRecord.from_json(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptCheckpoint(run_id, f"the record does not parse ({exc!r})") from exc
 
 
 @dataclass
-class _Space:
-    runs: dict[_Key, _Run] = field(default_factory=dict)
+class Space:
+    """The runs of one store (shared by every factory of one ``memory://NAME``)."""
+
+    runs: dict[_Key, Run] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def record(self, key: _Key) -> RunRecord | None:
+        run = self.runs.get(key)
+        return None if run is None else decode_record(run.record, key[1])
 
-_named: dict[str, _Space] = {}
+    def state(self, key: _Key, record: RunRecord) -> CheckpointState:
+        run = self.runs[key]
+        phases = codec.decode_all(run.phases, record.run_id, codec.decode_phase)
+        history = codec.decode_all(
+            run.segments.get(len(phases), ()), record.run_id, codec.decode_message
+        )
+        return CheckpointState(history, phases)
+
+
+_named: dict[str, Space] = {}
 _named_lock = threading.Lock()
 
 
-def _space(name: str) -> _Space:
+def space_named(name: str) -> Space:
+    """The process-wide space of ``name``; a new private one for ""."""
     if not name:
-        return _Space()
+        return Space()
     with _named_lock:
-        return _named.setdefault(name, _Space())
+        return _named.setdefault(name, Space())
 
 
 class MemoryCheckpointer:
-    def __init__(self, store: MemoryStore, key: _Key, epoch: int, cursor: SaveCursor) -> None:
-        self._store = store
+    def __init__(self, space: Space, key: _Key, record: RunRecord, cursor: SaveCursor) -> None:
+        self._space = space
         self._key = key
-        self._epoch = epoch
+        self._epoch = record.epoch
+        self._incarnation = record.incarnation
         self._cursor = cursor
 
     def __repr__(self) -> str:
@@ -84,61 +123,61 @@ class MemoryCheckpointer:
     def epoch(self) -> int:
         return self._epoch
 
-    def _owned(self) -> _Run:
-        run = self._store._space.runs.get(self._key)
-        if run is None or run.record.epoch != self._epoch:
-            raise LeaseLost(self.run_id, self._epoch)
-        if run.record.status is not RunStatus.RUNNING:
-            raise LeaseLost(self.run_id, self._epoch, f"the run is {run.record.status}")
+    def _write(self, record: RunRecord) -> Run:
+        run = self._space.runs[self._key]
+        run.record = encode_record(record)
         return run
 
     async def save(self, state: CheckpointState) -> None:
         delta = self._cursor.delta(state)
         encoded_phases = [codec.encode_phase(p) for p in delta.phases]
         encoded_messages = [codec.encode_message(m) for m in delta.messages]
-        with self._store._space.lock:
-            run = self._owned()
+        with self._space.lock:
+            record = self._space.record(self._key)
+            saved = transitions.save(
+                record, self._epoch, self._incarnation, time.time(), self.run_id
+            )
+            run = self._write(saved)
             run.phases[delta.first_phase :] = encoded_phases
             segment = run.segments.setdefault(delta.segment, [])
             segment[delta.first_message :] = encoded_messages
-            run.record = replace(run.record, updated_at=time.time())
         self._cursor = delta.after
 
     async def complete(self, result: JSON) -> None:
-        text = codec.dumps(result)
-        with self._store._space.lock:
-            run = self._owned()
+        stored = codec.loads(codec.dumps(result), self.run_id)
+        with self._space.lock:
+            record = self._space.record(self._key)
+            done = transitions.complete(
+                record, self._epoch, self._incarnation, stored, time.time(), self.run_id
+            )
+            run = self._write(done)
             run.phases.clear()
             run.segments.clear()
-            run.record = replace(
-                run.record,
-                status=RunStatus.COMPLETED,
-                result=codec.loads(text, self.run_id),
-                lease_expires_at=None,
-                updated_at=time.time(),
-            )
 
     async def fail(self, error: str) -> None:
-        with self._store._space.lock:
-            run = self._owned()
-            run.record = replace(
-                run.record,
-                status=RunStatus.FAILED,
-                error=error,
-                lease_expires_at=None,
-                updated_at=time.time(),
+        with self._space.lock:
+            record = self._space.record(self._key)
+            self._write(
+                transitions.fail(
+                    record, self._epoch, self._incarnation, error, time.time(), self.run_id
+                )
             )
 
     async def release(self) -> None:
-        with self._store._space.lock:
-            run = self._owned()
-            run.record = replace(run.record, lease_expires_at=None, updated_at=time.time())
+        with self._space.lock:
+            record = self._space.record(self._key)
+            self._write(
+                transitions.release(
+                    record, self._epoch, self._incarnation, time.time(), self.run_id
+                )
+            )
 
     async def renew(self) -> None:
-        with self._store._space.lock:
-            run = self._owned()
-            now = time.time()
-            run.record = replace(run.record, lease_expires_at=now + run.lease, updated_at=now)
+        with self._space.lock:
+            record = self._space.record(self._key)
+            self._write(
+                transitions.renew(record, self._epoch, self._incarnation, time.time(), self.run_id)
+            )
 
 
 class MemoryStore:
@@ -146,74 +185,98 @@ class MemoryStore:
 
     def __init__(self, name: str = "") -> None:
         self.name = name
-        self._space = _space(name)
+        self._space = space_named(name)
 
     def __repr__(self) -> str:
         return f"MemoryStore(name={self.name!r})"
 
+    @property
+    def space(self) -> Space:
+        """The stored runs (tests damage them through this)."""
+        return self._space
+
     async def begin(self, start: RunStart) -> MemoryCheckpointer:
-        validate_start(start)
         key = (start.namespace, start.run_id)
-        input_text = codec.dumps(start.input)
-        now = time.time()
-        record = RunRecord.begun(start, now, codec.loads(input_text, start.run_id))
+        stored_input = codec.loads(codec.dumps(start.input), start.run_id)
         with self._space.lock:
-            if key in self._space.runs:
-                raise RunExists(start.run_id, start.namespace)
-            self._space.runs[key] = _Run(record, start.lease, input_text)
-        return MemoryCheckpointer(self, key, 1, SaveCursor())
+            record = transitions.begin(
+                start, stored_input, time.time(), exists=key in self._space.runs
+            )
+            self._space.runs[key] = Run(encode_record(record))
+        return MemoryCheckpointer(self._space, key, record, SaveCursor())
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
         now = time.time()
+        found: list[RunRecord] = []
+        damaged: list[tuple[str, CorruptCheckpoint]] = []
         with self._space.lock:
-            found = [
-                run.record
-                for (ns, _), run in self._space.runs.items()
-                if ns == namespace
-                and run.version == codec.FORMAT_VERSION
-                and run.record.status is RunStatus.RUNNING
-                and (run.record.lease_expires_at is None or run.record.lease_expires_at <= now)
-            ]
-        found.sort(key=lambda r: (r.lease_expires_at or 0.0, r.run_id))
+            for (ns, run_id), run in self._space.runs.items():
+                if ns != namespace:
+                    continue
+                try:
+                    record = decode_record(run.record, run_id)
+                except UnknownFormat:
+                    continue  # a newer outlast's: not ours to judge
+                except CorruptCheckpoint as exc:
+                    damaged.append((run_id, exc))
+                    continue
+                if transitions.is_interrupted(record, now):
+                    found.append(record)
+        for run_id, error in damaged:
+            if await self.quarantine(run_id, _reason(error), namespace):
+                log.error("quarantined run %r in namespace %r: %s", run_id, namespace, error)
+        found.sort(key=transitions.interrupted_order)
         return found[:limit]
 
     async def claim(
         self, run_id: str, *, owner: str, lease: float, namespace: str = DEFAULT_NAMESPACE
     ) -> Claim | None:
-        validate_lease(lease)
         key = (namespace, run_id)
         with self._space.lock:
-            run = self._space.runs.get(key)
-            now = time.time()
-            if (
-                run is None
-                or run.record.status is not RunStatus.RUNNING
-                or (run.record.lease_expires_at is not None and run.record.lease_expires_at > now)
-            ):
-                return None
-            state = self._state(run)
-            run.lease = lease
-            run.record = replace(
-                run.record,
-                epoch=run.record.epoch + 1,
-                attempts=run.record.attempts + 1,
-                owner=owner,
-                lease_expires_at=now + lease,
-                updated_at=now,
+            claimed = transitions.claim(
+                self._space.record(key), owner=owner, lease=lease, now=time.time()
             )
-            record = run.record
+            if claimed is None:
+                return None
+            # Decoded before writing: a corrupt transcript leaves the run untouched.
+            state = self._space.state(key, claimed)
+            self._space.runs[key].record = encode_record(claimed)
         cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
-        checkpointer = MemoryCheckpointer(self, key, record.epoch, cursor)
-        return Claim(checkpointer, ResumeState(state.history, state.phases), record)
+        checkpointer = MemoryCheckpointer(self._space, key, claimed, cursor)
+        return Claim(checkpointer, ResumeState(state.history, state.phases), claimed)
+
+    async def quarantine(
+        self, run_id: str, reason: str, namespace: str = DEFAULT_NAMESPACE
+    ) -> bool:
+        key = (namespace, run_id)
+        now = time.time()
+        with self._space.lock:
+            run = self._space.runs.get(key)
+            if run is None:
+                return False
+            try:
+                record = decode_record(run.record, run_id)
+            except UnknownFormat:
+                return False
+            except CorruptCheckpoint:
+                stub = transitions.quarantined_stub(run_id, namespace, reason, now)
+                run.damaged, run.record = run.record, encode_record(stub)
+                return True
+            failed = transitions.quarantine(record, reason, now)
+            if failed is None:
+                return False
+            run.record = encode_record(failed)
+            return True
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
+        key = (namespace, run_id)
         with self._space.lock:
-            run = self._space.runs.get((namespace, run_id))
-            if run is None:
+            record = self._space.record(key)
+            if record is None:
                 return None
-            return StoredRun(run.record, self._state(run))
+            return StoredRun(record, self._space.state(key, record))
 
     async def list(
         self,
@@ -223,17 +286,17 @@ class MemoryStore:
         cursor: str | None = None,
     ) -> RunPage:
         with self._space.lock:
-            records = sorted(
-                (
-                    run.record
-                    for (ns, run_id), run in self._space.runs.items()
-                    if ns == namespace
-                    and run.version == codec.FORMAT_VERSION
-                    and (status is None or run.record.status is status)
-                    and (cursor is None or run_id > cursor)
-                ),
-                key=lambda r: r.run_id,
-            )
+            records = []
+            for (ns, run_id), run in self._space.runs.items():
+                if ns != namespace or (cursor is not None and run_id <= cursor):
+                    continue
+                try:
+                    record = decode_record(run.record, run_id)
+                except CorruptCheckpoint:
+                    continue  # load() reports it by name
+                if status is None or record.status is status:
+                    records.append(record)
+        records.sort(key=lambda r: r.run_id)
         page = tuple(itertools.islice(records, limit))
         more = len(records) > limit
         return RunPage(page, page[-1].run_id if more and page else None)
@@ -243,15 +306,18 @@ class MemoryStore:
             return self._space.runs.pop((namespace, run_id), None) is not None
 
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
-        cutoff = time.time() - older_than
+        now = time.time()
         with self._space.lock:
-            doomed = [
-                key
-                for key, run in self._space.runs.items()
-                if key[0] == namespace
-                and run.record.status is not RunStatus.RUNNING
-                and run.record.updated_at < cutoff
-            ]
+            doomed = []
+            for key, run in self._space.runs.items():
+                if key[0] != namespace:
+                    continue
+                try:
+                    record = decode_record(run.record, key[1])
+                except CorruptCheckpoint:
+                    continue
+                if transitions.purgeable(record, older_than, now):
+                    doomed.append(key)
             for key in doomed:
                 del self._space.runs[key]
         return len(doomed)
@@ -259,17 +325,6 @@ class MemoryStore:
     async def close(self) -> None:
         """Nothing to release: named stores live as long as the process."""
 
-    def corrupt(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> None:
-        """Damage a run's saved transcript (for the conformance suite's corrupt-record tests)."""
-        with self._space.lock:
-            run = self._space.runs[(namespace, run_id)]
-            run.segments.setdefault(len(run.phases), []).append("{not json")
 
-    @staticmethod
-    def _state(run: _Run) -> CheckpointState:
-        run_id = run.record.run_id
-        if run.version != codec.FORMAT_VERSION:
-            codec.check_version(run.version, run_id)
-        phases = codec.decode_all(run.phases, run_id, codec.decode_phase)
-        history = codec.decode_all(run.segments.get(len(phases), ()), run_id, codec.decode_message)
-        return CheckpointState(history, phases)
+def _reason(exc: CorruptCheckpoint) -> str:
+    return f"{type(exc).__name__}: {exc}"

@@ -37,26 +37,25 @@ Layout
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import math
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from outlast import codec
+from outlast import codec, transitions
 from outlast.delta import Delta, SaveCursor
 from outlast.errors import (
     ConfigurationError,
+    CorruptCheckpoint,
     LeaseLost,
     RunExists,
-    RunNotFound,
-    StoreError,
+    UnknownFormat,
 )
 from outlast.messages import JSON
 from outlast.ports import (
@@ -69,28 +68,28 @@ from outlast.ports import (
     RunStart,
     RunStatus,
     StoredRun,
-    validate_lease,
-    validate_start,
 )
+from outlast.stores.sqlite_file import SqliteFile
 from outlast.stores.sqlite_schema import (
     COLUMNS,
-    connect,
     load_run,
     parseable_records,
     read_transaction,
-    translate,
+    sort_out,
     write_transaction,
 )
 from outlast.urls import merge_options, redact
 
-T = TypeVar("T")
+log = logging.getLogger("outlast.stores.sqlite")
 
 DEFAULT_BUSY_TIMEOUT = 5.0
 OPTIONS = frozenset({"busy_timeout"})
 
 _RUNNING = RunStatus.RUNNING.value
-# Appended to every checkpointer UPDATE: the epoch check of the fencing rule.
-_OWNED = " WHERE namespace = ? AND run_id = ? AND epoch = ? AND status = ?"
+# Appended to every checkpointer UPDATE: transitions.owned, in SQL.
+_OWNED = " WHERE namespace = ? AND run_id = ? AND incarnation = ? AND epoch = ? AND status = ?"
+# A running run whose lease was released (NULL) or expired: transitions.is_interrupted.
+_INTERRUPTED = "status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?)"
 
 
 def open_sqlite(url: str, options: Mapping[str, Any]) -> SqliteStore:
@@ -130,15 +129,14 @@ def _seconds(value: object, name: str) -> float:
 
 
 class SqliteCheckpointer:
-    """One run's record in a SQLite file, held at one epoch."""
+    """One run's record in a SQLite file, held at one epoch of one incarnation."""
 
-    def __init__(
-        self, store: SqliteStore, namespace: str, run_id: str, epoch: int, cursor: SaveCursor
-    ) -> None:
-        self._store = store
-        self._namespace = namespace
-        self._run_id = run_id
-        self._epoch = epoch
+    def __init__(self, file: SqliteFile, record: RunRecord, cursor: SaveCursor) -> None:
+        self._file = file
+        self._namespace = record.namespace
+        self._run_id = record.run_id
+        self._epoch = record.epoch
+        self._incarnation = record.incarnation
         self._cursor = cursor
 
     def __repr__(self) -> str:
@@ -158,7 +156,8 @@ class SqliteCheckpointer:
 
     async def save(self, state: CheckpointState) -> None:
         delta = self._cursor.delta(state)
-        await self._store._call(lambda conn: self._write_delta(conn, delta))
+        rows = self._rows(delta)  # encoded before BEGIN: the lock is held only for the I/O
+        await self._file.call(lambda conn: self._write_delta(conn, delta, *rows))
         # Only now is the delta durable; a failed save is retried by the next.
         self._cursor = delta.after
 
@@ -169,20 +168,20 @@ class SqliteCheckpointer:
             with write_transaction(conn):
                 self._owned_update(
                     conn,
-                    "UPDATE runs SET status = ?, result = ?, lease_expires_at = NULL, "
+                    "UPDATE runs SET status = 'completed', result = ?, lease_expires_at = NULL, "
                     "updated_at = ?",
-                    (RunStatus.COMPLETED.value, result_text, time.time()),
+                    (result_text, time.time()),
                 )
                 key = (self._namespace, self._run_id)
                 conn.execute("DELETE FROM messages WHERE namespace = ? AND run_id = ?", key)
                 conn.execute("DELETE FROM phases WHERE namespace = ? AND run_id = ?", key)
 
-        await self._store._call(job)
+        await self._file.call(job)
 
     async def fail(self, error: str) -> None:
         await self._owned_write(
-            "UPDATE runs SET status = ?, error = ?, lease_expires_at = NULL, updated_at = ?",
-            lambda now: (RunStatus.FAILED.value, error, now),
+            "UPDATE runs SET status = 'failed', error = ?, lease_expires_at = NULL, updated_at = ?",
+            lambda now: (error, now),
         )
 
     async def release(self) -> None:
@@ -196,8 +195,7 @@ class SqliteCheckpointer:
             lambda now: (now, now),
         )
 
-    def _write_delta(self, conn: sqlite3.Connection, delta: Delta) -> None:
-        # Encoded before BEGIN so the write lock is held only for the I/O.
+    def _rows(self, delta: Delta) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         ns, run_id = self._namespace, self._run_id
         phases = [
             (ns, run_id, delta.first_phase + i, codec.encode_phase(phase))
@@ -207,6 +205,15 @@ class SqliteCheckpointer:
             (ns, run_id, delta.segment, delta.first_message + i, codec.encode_message(message))
             for i, message in enumerate(delta.messages)
         ]
+        return phases, messages
+
+    def _write_delta(
+        self,
+        conn: sqlite3.Connection,
+        delta: Delta,
+        phases: list[tuple[Any, ...]],
+        messages: list[tuple[Any, ...]],
+    ) -> None:
         with write_transaction(conn):
             # Also for an empty delta: a fenced writer must learn it is fenced.
             self._owned_update(conn, "UPDATE runs SET updated_at = ?", (time.time(),))
@@ -227,22 +234,24 @@ class SqliteCheckpointer:
             with write_transaction(conn):
                 self._owned_update(conn, update, values(time.time()))
 
-        await self._store._call(job)
+        await self._file.call(job)
 
     def _owned_update(self, conn: sqlite3.Connection, update: str, values: tuple[Any, ...]) -> None:
-        """Run ``update`` only while this epoch owns the running run, else LeaseLost.
+        """Run ``update`` only while this checkpointer owns the running run, else LeaseLost.
 
         Called inside a write transaction, whose rollback undoes the rest.
         """
-        owned = (self._namespace, self._run_id, self._epoch, _RUNNING)
+        owned = (self._namespace, self._run_id, self._incarnation, self._epoch, _RUNNING)
         if conn.execute(update + _OWNED, (*values, *owned)).rowcount == 1:
             return
         row = conn.execute(
-            "SELECT epoch, status FROM runs WHERE namespace = ? AND run_id = ?",
+            "SELECT epoch, status, incarnation FROM runs WHERE namespace = ? AND run_id = ?",
             (self._namespace, self._run_id),
         ).fetchone()
         if row is None:
             raise LeaseLost(self._run_id, self._epoch, "the run was deleted")
+        if row["incarnation"] != self._incarnation:
+            raise LeaseLost(self._run_id, self._epoch, "the run was deleted and begun again")
         if row["epoch"] == self._epoch:
             raise LeaseLost(self._run_id, self._epoch, f"the run is {row['status']}")
         raise LeaseLost(self._run_id, self._epoch, f"epoch {row['epoch']} owns it now")
@@ -254,73 +263,84 @@ class SqliteStore:
     def __init__(self, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        # One thread owns the one connection: sqlite3 work never runs on the loop.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outlast-sqlite")
-        self._conn: sqlite3.Connection | None = None  # touched by the worker only
-        self._closed = False
+        self.file = SqliteFile(self.path, busy_timeout)
 
     def __repr__(self) -> str:
         return f"SqliteStore(path={str(self.path)!r})"
 
     async def begin(self, start: RunStart) -> SqliteCheckpointer:
-        validate_start(start)
         input_text = codec.dumps(start.input)
+        # The transition fills the record; the INSERT's primary key is the
+        # atomic "exists" check, so concurrent begins of one id have one winner.
+        record = transitions.begin(start, start.input, time.time())
 
         def job(conn: sqlite3.Connection) -> None:
-            now = time.time()
             try:
                 conn.execute(
                     "INSERT INTO runs (namespace, run_id, kind, input, status, epoch, attempts, "
-                    "owner, lease_seconds, lease_expires_at, created_at, updated_at, "
-                    "format_version) VALUES (?, ?, ?, ?, ?, 1, 1, ?, ?, ?, ?, ?, ?)",
+                    "crashes, owner, lease_seconds, lease_expires_at, created_at, updated_at, "
+                    "format_version, incarnation) "
+                    "VALUES (?, ?, ?, ?, 'running', 1, 1, 0, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        start.namespace,
-                        start.run_id,
-                        start.kind,
+                        record.namespace,
+                        record.run_id,
+                        record.kind,
                         input_text,
-                        _RUNNING,
-                        start.owner,
-                        start.lease,
-                        now + start.lease,
-                        now,
-                        now,
+                        record.owner,
+                        record.lease,
+                        record.lease_expires_at,
+                        record.created_at,
+                        record.updated_at,
                         codec.FORMAT_VERSION,
+                        record.incarnation,
                     ),
                 )
             except sqlite3.IntegrityError as exc:
                 raise RunExists(start.run_id, start.namespace) from exc
 
-        await self._call(job)
-        return SqliteCheckpointer(self, start.namespace, start.run_id, 1, SaveCursor())
+        await self.file.call(job)
+        return SqliteCheckpointer(self.file, record, SaveCursor())
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
         def job(conn: sqlite3.Connection) -> list[RunRecord]:
-            query = (
-                f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND status = ? "
-                "AND (lease_expires_at IS NULL OR lease_expires_at <= ?) "
-                "ORDER BY COALESCE(lease_expires_at, 0), run_id"
-            )
-            with closing(conn.execute(query, (namespace, _RUNNING, time.time()))) as rows:
-                return parseable_records(rows, limit)
+            skip: list[str] = []
+            # Terminates: a query is repeated only when its rows held a damaged
+            # record, which is then quarantined or skipped for good.
+            while True:
+                query = (
+                    f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND {_INTERRUPTED} "
+                    f"AND run_id NOT IN ({', '.join('?' * len(skip))}) "
+                    "ORDER BY COALESCE(lease_expires_at, updated_at), run_id LIMIT ?"
+                )
+                params = (namespace, time.time(), *skip, limit)
+                with closing(conn.execute(query, params)) as rows:
+                    records, damaged = sort_out(rows)
+                if not damaged:
+                    return records
+                for run_id, exc in damaged:
+                    skip.append(run_id)
+                    if isinstance(exc, UnknownFormat):
+                        log.warning("skipping run %r of a newer outlast: %s", run_id, exc.detail)
+                    elif _quarantine(conn, namespace, run_id, _reason(exc)):
+                        log.error("quarantined run %r in namespace %r: %s", run_id, namespace, exc)
 
-        return await self._call(job)
+        return await self.file.call(job)
 
     async def claim(
         self, run_id: str, *, owner: str, lease: float, namespace: str = DEFAULT_NAMESPACE
     ) -> Claim | None:
-        validate_lease(lease)
-
         def job(conn: sqlite3.Connection) -> tuple[RunRecord, CheckpointState] | None:
             now = time.time()
             with write_transaction(conn):
+                # transitions.claim, in SQL; an expired (not released) lease is a crash.
                 taken = conn.execute(
-                    "UPDATE runs SET epoch = epoch + 1, attempts = attempts + 1, owner = ?, "
+                    "UPDATE runs SET epoch = epoch + 1, attempts = attempts + 1, "
+                    "crashes = crashes + (lease_expires_at IS NOT NULL), owner = ?, "
                     "lease_seconds = ?, lease_expires_at = ?, updated_at = ? "
-                    "WHERE namespace = ? AND run_id = ? AND status = ? "
-                    "AND (lease_expires_at IS NULL OR lease_expires_at <= ?)",
-                    (owner, lease, now + lease, now, namespace, run_id, _RUNNING, now),
+                    f"WHERE namespace = ? AND run_id = ? AND {_INTERRUPTED}",
+                    (owner, lease, now + lease, now, namespace, run_id, now),
                 ).rowcount
                 if not taken:
                     return None
@@ -328,13 +348,18 @@ class SqliteStore:
                 # rolls the claim back: a corrupt run is never taken over.
                 return load_run(conn, namespace, run_id)
 
-        won = await self._call(job)
+        won = await self.file.call(job)
         if won is None:
             return None
         record, state = won
         cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
-        checkpointer = SqliteCheckpointer(self, namespace, run_id, record.epoch, cursor)
+        checkpointer = SqliteCheckpointer(self.file, record, cursor)
         return Claim(checkpointer, ResumeState(state.history, state.phases), record)
+
+    async def quarantine(
+        self, run_id: str, reason: str, namespace: str = DEFAULT_NAMESPACE
+    ) -> bool:
+        return await self.file.call(lambda conn: _quarantine(conn, namespace, run_id, reason))
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
         def job(conn: sqlite3.Connection) -> StoredRun | None:
@@ -342,7 +367,7 @@ class SqliteStore:
                 found = load_run(conn, namespace, run_id)
             return None if found is None else StoredRun(*found)
 
-        return await self._call(job)
+        return await self.file.call(job)
 
     async def list(
         self,
@@ -364,7 +389,7 @@ class SqliteStore:
                 # One more than a page tells whether another page follows.
                 return parseable_records(rows, limit + 1)
 
-        records = await self._call(job)
+        records = await self.file.call(job)
         page = tuple(records[:limit])
         more = len(records) > limit
         return RunPage(page, page[-1].run_id if more and page else None)
@@ -378,12 +403,12 @@ class SqliteStore:
                 removed = conn.execute("DELETE FROM runs WHERE namespace = ? AND run_id = ?", key)
                 return removed.rowcount > 0
 
-        return await self._call(job)
+        return await self.file.call(job)
 
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
         def job(conn: sqlite3.Connection) -> int:
-            doomed = "namespace = ? AND status != ? AND updated_at < ?"
-            params = (namespace, _RUNNING, time.time() - older_than)
+            doomed = "namespace = ? AND status != 'running' AND updated_at < ?"
+            params = (namespace, time.time() - older_than)
             with write_transaction(conn):
                 for table in ("messages", "phases"):
                     conn.execute(
@@ -393,75 +418,34 @@ class SqliteStore:
                     )
                 return conn.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount
 
-        return await self._call(job)
+        return await self.file.call(job)
 
     async def migrate(self) -> None:
         """Create the file and its schema now (``outlast migrate``); idempotent.
 
         Every store also does this lazily on first use.
         """
-        await self._call(lambda conn: None)
+        await self.file.call(lambda conn: None)
 
     async def close(self) -> None:
         """Close the connection and stop the worker; later calls raise StoreError."""
-        if self._closed:
-            return
-        self._closed = True  # before awaiting: nothing new is queued behind the close
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(self._worker, self._disconnect)
-        finally:
-            self._worker.shutdown(wait=False)
+        await self.file.close()
 
-    async def corrupt(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> None:
-        """Damage a run's saved transcript (for the conformance suite's corrupt-record tests).
 
-        Appends a message that is not JSON to the current segment, so ``load``
-        and ``claim`` raise CorruptCheckpoint.
-        """
+def _quarantine(conn: sqlite3.Connection, namespace: str, run_id: str, reason: str) -> bool:
+    """transitions.quarantine, in SQL: fail the run only while it is interrupted
+    and in a format this outlast reads; everything stored stays."""
+    with write_transaction(conn):
+        now = time.time()
+        changed = conn.execute(
+            "UPDATE runs SET status = 'failed', error = ?, epoch = epoch + 1, "
+            "lease_expires_at = NULL, updated_at = ? "
+            f"WHERE namespace = ? AND run_id = ? AND format_version = ? AND {_INTERRUPTED}",
+            (reason, now, namespace, run_id, codec.FORMAT_VERSION, now),
+        ).rowcount
+    return changed == 1
 
-        def job(conn: sqlite3.Connection) -> None:
-            key = (namespace, run_id)
-            with write_transaction(conn):
-                if (
-                    conn.execute(
-                        "SELECT 1 FROM runs WHERE namespace = ? AND run_id = ?", key
-                    ).fetchone()
-                    is None
-                ):
-                    raise RunNotFound(run_id, namespace)
-                segment = conn.execute(
-                    "SELECT COUNT(*) FROM phases WHERE namespace = ? AND run_id = ?", key
-                ).fetchone()[0]
-                seq = conn.execute(
-                    "SELECT COUNT(*) FROM messages WHERE namespace = ? AND run_id = ? "
-                    "AND segment = ?",
-                    (*key, segment),
-                ).fetchone()[0]
-                conn.execute(
-                    "INSERT INTO messages (namespace, run_id, segment, seq, body) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (*key, segment, seq, "{not json"),
-                )
 
-        await self._call(job)
-
-    async def _call(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``job`` with the connection on the worker thread."""
-        if self._closed:
-            raise StoreError(f"{self!r} is closed; open a new store with outlast.open(url)")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._worker, self._run, job)
-
-    def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            if self._conn is None:
-                self._conn = connect(self.path, self.busy_timeout)
-            return job(self._conn)
-        except sqlite3.Error as exc:
-            raise translate(exc, self.path, self.busy_timeout) from exc
-
-    def _disconnect(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+def _reason(exc: CorruptCheckpoint) -> str:
+    """The error text a quarantined run keeps."""
+    return f"{type(exc).__name__}: {exc}"

@@ -27,12 +27,12 @@ from outlast.ports import CheckpointState, RunRecord, RunStatus
 
 log = logging.getLogger("outlast.stores.sqlite")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Kept in ``PRAGMA user_version``; a newer one means a newer outlast wrote the file."""
 
 COLUMNS = (
-    "namespace, run_id, kind, input, status, epoch, attempts, owner, lease_expires_at, "
-    "result, error, created_at, updated_at, format_version"
+    "namespace, run_id, kind, input, status, epoch, attempts, crashes, owner, lease_seconds, "
+    "lease_expires_at, result, error, created_at, updated_at, format_version, incarnation"
 )
 """The ``runs`` columns :func:`record_of` reads, in a SELECT's column list."""
 
@@ -54,6 +54,8 @@ _SCHEMA = (
         created_at       REAL    NOT NULL,
         updated_at       REAL    NOT NULL,
         format_version   INTEGER NOT NULL,
+        crashes          INTEGER NOT NULL DEFAULT 0,
+        incarnation      TEXT    NOT NULL DEFAULT '',
         PRIMARY KEY (namespace, run_id)
     )
     """,
@@ -136,8 +138,17 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
         time.sleep(0.005)  # on the store's worker thread, never the event loop
 
 
+# Version 1 (outlast 0.1) had no crash count and no incarnation: a run of
+# theirs has crashed 0 times (crashes were not told apart) and the empty
+# incarnation its checkpointers hold.
+_UPGRADE_FROM_1 = (
+    "ALTER TABLE runs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE runs ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
+)
+
+
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
-    """Create the schema if missing; idempotent and safe between processes."""
+    """Create or upgrade the schema; idempotent and safe between processes."""
     if _user_version(conn, path) == SCHEMA_VERSION:
         return
     with write_transaction(conn):
@@ -145,8 +156,13 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
         version = _user_version(conn, path)
         if version == SCHEMA_VERSION:
             return
-        for statement in _SCHEMA:
-            conn.execute(statement)
+        if version == 0:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        else:
+            for statement in _UPGRADE_FROM_1:
+                conn.execute(statement)
+            log.info("upgraded SQLite database %r from schema 1 to %d", str(path), SCHEMA_VERSION)
         # PRAGMA takes no parameters; SCHEMA_VERSION is a constant int.
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
@@ -274,12 +290,15 @@ def record_of(row: sqlite3.Row) -> RunRecord:
         status=status,
         epoch=row["epoch"],
         attempts=row["attempts"],
+        crashes=row["crashes"],
         owner=row["owner"],
+        lease=row["lease_seconds"],
         lease_expires_at=row["lease_expires_at"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         result=None if result_text is None else codec.loads(result_text, run_id),
         error=row["error"],
+        incarnation=row["incarnation"],
     )
 
 
@@ -296,3 +315,17 @@ def parseable_records(rows: Iterable[sqlite3.Row], limit: int) -> list[RunRecord
                 "skipping run %r in namespace %r: %s", exc.run_id, row["namespace"], exc.detail
             )
     return records
+
+
+def sort_out(
+    rows: Iterable[sqlite3.Row],
+) -> tuple[list[RunRecord], list[tuple[str, CorruptCheckpoint]]]:
+    """The records of ``rows`` that parse, and the (run id, error) of those that do not."""
+    records: list[RunRecord] = []
+    damaged: list[tuple[str, CorruptCheckpoint]] = []
+    for row in rows:
+        try:
+            records.append(record_of(row))
+        except CorruptCheckpoint as exc:
+            damaged.append((row["run_id"], exc))
+    return records, damaged
