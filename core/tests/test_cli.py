@@ -13,7 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 import outlast
-from outlast import CheckpointState, Message, PhaseOutput, RunStart
+from outlast import Message
+from outlast.adapter import CheckpointState, PhaseOutput, RunStart
 from outlast.cli import main
 
 
@@ -126,7 +127,7 @@ def test_recover_claims_and_finishes_interrupted_runs_of_an_app(url: str, tmp_pa
     )
     assert result.returncode == 0, result.stderr
     assert "half: recovered" in result.stdout
-    assert "recovered 1, failed 0, skipped 0" in result.stdout
+    assert "recovered 1, failed 0" in result.stdout
     shown = CliRunner().invoke(main, ["runs", "show", "half", "--url", url])
     assert "status:            completed" in shown.output
     assert "epoch:             2" in shown.output

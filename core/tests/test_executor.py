@@ -10,10 +10,6 @@ import pytest
 
 from outlast import (
     Agent,
-    Checkpointer,
-    CheckpointerFactory,
-    CheckpointState,
-    Claim,
     CriticKilled,
     DeadlineExceeded,
     Executor,
@@ -24,8 +20,8 @@ from outlast import (
     Plan,
     PoisonRun,
     ResumeMismatch,
-    ResumeState,
-    RunStart,
+    RunExists,
+    RunFailed,
     RunStatus,
     ScriptedModel,
     Shutdown,
@@ -34,6 +30,15 @@ from outlast import (
     Tool,
     ToolCall,
     ToolError,
+)
+from outlast.adapter import (
+    Checkpointer,
+    CheckpointerFactory,
+    CheckpointState,
+    Claim,
+    PhaseOutput,
+    ResumeState,
+    RunStart,
 )
 from outlast.messages import JSON, JSONObject
 
@@ -244,7 +249,7 @@ class BrokenBegin:
         return getattr(self.inner, name)
 
 
-async def test_begin_failure_warns_and_runs_without_durability(
+async def test_unreachable_store_at_begin_warns_and_runs_without_durability(
     store: CheckpointerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     executor = Executor(BrokenBegin(store))  # type: ignore[arg-type]
@@ -259,7 +264,9 @@ async def test_begin_failure_warns_and_runs_without_durability(
     )
 
 
-async def test_begin_failure_is_an_error_in_strict_mode(store: CheckpointerFactory) -> None:
+async def test_unreachable_store_at_begin_is_an_error_in_strict_mode(
+    store: CheckpointerFactory,
+) -> None:
     executor = Executor(BrokenBegin(store), strict=True)  # type: ignore[arg-type]
     executor.register("k", loop_agent([Message.assistant("done")], Recorder()))
     with pytest.raises(StoreUnavailable):
@@ -421,8 +428,6 @@ async def test_interrupted_phase_without_saved_transcript_reruns_from_its_start(
     store: CheckpointerFactory,
 ) -> None:
     cp = await store.begin(RunStart("r1", "p", None, owner="w1", lease=30))
-    from outlast import PhaseOutput
-
     await cp.save(CheckpointState((), (PhaseOutput("gather", "facts"),)))
     await cp.release()
     recorder = Recorder()
@@ -439,8 +444,6 @@ async def test_interrupted_phase_without_saved_transcript_reruns_from_its_start(
 
 
 async def test_resume_mismatch_fails_the_run(store: CheckpointerFactory) -> None:
-    from outlast import PhaseOutput
-
     cp = await store.begin(RunStart("r1", "p", None, owner="w1", lease=30))
     await cp.save(CheckpointState((), (PhaseOutput("a-phase-not-in-the-plan", 1),)))
     await cp.release()
@@ -483,29 +486,192 @@ async def test_resume_passed_explicitly_reuses_the_same_record(store: Checkpoint
 # -- 6: poison runs ------------------------------------------------------------------
 
 
-async def test_a_run_recovered_more_than_max_attempts_is_failed(store: CheckpointerFactory) -> None:
+async def crash(store: CheckpointerFactory, run_id: str, eventually: Eventually) -> None:
+    """A worker claims ``run_id`` and dies: its short lease expires unreleased."""
+    await eventually(lambda: _interrupted(store, run_id))
+    claimed = await store.claim(run_id, owner="doomed", lease=0.01)
+    assert claimed is not None
+
+
+async def _interrupted(store: CheckpointerFactory, run_id: str) -> bool:
+    return run_id in {r.run_id for r in await store.interrupted()}
+
+
+async def test_a_run_that_crashed_more_than_max_crashes_is_failed(
+    store: CheckpointerFactory, eventually: Eventually
+) -> None:
+    await store.begin(RunStart("r1", "k", None, owner="w1", lease=0.01))
+    for _ in range(2):
+        await crash(store, "r1", eventually)
+    await eventually(lambda: _interrupted(store, "r1"))
     recorder = Recorder()
-    executor = Executor(store, max_attempts=2)
-    recorder.executor = executor
-    executor.register("k", loop_agent([call("c1", shutdown=True)], recorder))
-    with pytest.raises(Shutdown):
-        await executor.run("k", run_id="r1")
-    for attempt in (2, 3):  # two recoveries are allowed, each interrupted again
-        worker = Executor(store, max_attempts=2)
-        recorder.executor = worker
-        replies = [call("c1"), *[call(f"c{i}", shutdown=True) for i in range(2, attempt + 1)]]
-        worker.register("k", loop_agent(replies, recorder))
-        report = await worker.recover()
-        assert isinstance(report.errors["r1"], Shutdown)
-    last = Executor(store, max_attempts=2)
-    last.register("k", loop_agent([Message.assistant("never")], Recorder()))
+    last = Executor(store, max_crashes=2)
+    last.register("k", loop_agent([Message.assistant("never")], recorder))
     report = await last.recover()
     assert isinstance(report.errors["r1"], PoisonRun)
+    assert recorder.calls == []
     stored = await store.load("r1")
     assert stored is not None
     assert stored.record.status is RunStatus.FAILED
-    assert stored.record.attempts == 4
-    assert "recovered 3 times" in (stored.record.error or "")
+    assert (stored.record.attempts, stored.record.crashes) == (4, 3)
+    assert "crashed its workers 3 times" in (stored.record.error or "")
+
+
+async def test_releases_by_shutdowns_never_make_a_poison_run(store: CheckpointerFactory) -> None:
+    """Three deploys in a row each release the run: no crash, so even
+    max_crashes=0 recovers it."""
+    recorder = Recorder()
+    replies = [call("c1", shutdown=True), Message.assistant("done")]
+    first = Executor(store, max_crashes=0)
+    recorder.executor = first
+    first.register("k", loop_agent(replies, recorder))
+    with pytest.raises(Shutdown):
+        await first.run("k", run_id="r1")
+    for _ in range(3):  # three deploys: claimed, then released by a shutdown
+        worker = Executor(store, max_crashes=0)
+        worker.register("k", loop_agent(replies, Recorder()))
+        worker.shutdown()
+        claimed = await claim(store, "r1")
+        with pytest.raises(Shutdown):
+            await worker.run("k", resume=claimed.resume, checkpointer=claimed.checkpointer)
+    last = Executor(store, max_crashes=0)
+    last.register("k", loop_agent(replies, Recorder()))
+    report = await last.recover()
+    assert [r.output for r in report.results] == ["done"]
+    stored = await store.load("r1")
+    assert stored is not None
+    assert (stored.record.status, stored.record.attempts, stored.record.crashes) == (
+        RunStatus.COMPLETED,
+        5,
+        0,
+    )
+
+
+# -- run ids are idempotency keys ------------------------------------------------------
+
+
+async def test_a_completed_run_id_returns_its_stored_result_and_runs_nothing(
+    store: CheckpointerFactory,
+) -> None:
+    recorder = Recorder()
+    executor = Executor(store)
+    executor.register("k", loop_agent([call("c1"), Message.assistant("done")], recorder))
+    first = await executor.run("k", "go", run_id="r1")
+    again = await executor.run("k", "go", run_id="r1")
+    assert len(recorder.calls) == 1
+    assert (first.ran, again.ran) == (True, False)
+    assert (again.output, again.durable, again.epoch, again.transcript) == ("done", True, 1, ())
+
+
+async def test_a_failed_run_id_raises_run_failed_with_the_stored_error(
+    store: CheckpointerFactory,
+) -> None:
+    recorder = Recorder()
+    executor = Executor(store)
+    executor.register("k", loop_agent([call("c1", explode=True)], recorder))
+    with pytest.raises(RuntimeError):
+        await executor.run("k", run_id="r1")
+    with pytest.raises(RunFailed, match="the tool broke") as caught:
+        await executor.run("k", run_id="r1")
+    assert caught.value.error == "RuntimeError: the tool broke"
+    assert len(recorder.calls) == 1
+
+
+async def test_a_running_run_id_raises_run_exists_in_strict_and_lenient_mode(
+    store: CheckpointerFactory,
+) -> None:
+    await store.begin(RunStart("r1", "k", None, owner="elsewhere", lease=30))
+    recorder = Recorder()
+    for strict in (False, True):
+        executor = Executor(store, strict=strict)
+        executor.register("k", loop_agent([call("c1"), Message.assistant("x")], recorder))
+        with pytest.raises(RunExists, match="owned by 'elsewhere'"):
+            await executor.run("k", run_id="r1")
+    assert recorder.calls == []
+
+
+async def test_an_invalid_run_id_is_a_value_error_not_a_non_durable_run(
+    store: CheckpointerFactory,
+) -> None:
+    executor = Executor(store)
+    recorder = Recorder()
+    executor.register("k", loop_agent([Message.assistant("x")], recorder))
+    for bad in ("", "nul\x00byte", "lone\ud800surrogate", "x" * 300):
+        with pytest.raises(ValueError, match="run id"):
+            await executor.run("k", run_id=bad)
+    assert recorder.calls == []
+
+
+async def test_input_that_is_not_json_is_a_value_error_not_a_non_durable_run(
+    store: CheckpointerFactory,
+) -> None:
+    executor = Executor(store)
+    recorder = Recorder()
+    executor.register("k", loop_agent([Message.assistant("x")], recorder))
+    with pytest.raises(ValueError, match="not JSON"):
+        await executor.run("k", {"a": {1, 2}}, run_id="r1")  # type: ignore[dict-item]
+    assert await store.load("r1") is None
+
+
+# -- saves that cannot reach the store ------------------------------------------------
+
+
+class FlakySaves:
+    """Wraps a store so a checkpointer's next ``failures`` saves raise StoreUnavailable."""
+
+    def __init__(self, inner: CheckpointerFactory, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+        self.attempts = 0
+
+    async def begin(self, start: RunStart) -> Checkpointer:
+        cp = await self.inner.begin(start)
+        original = cp.save
+
+        async def save(state: CheckpointState) -> None:
+            self.attempts += 1
+            if self.failures:
+                self.failures -= 1
+                raise StoreUnavailable("the store blinked")
+            await original(state)
+
+        cp.save = save  # type: ignore[method-assign]
+        return cp
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+async def test_a_transient_save_error_is_retried_and_the_run_completes(
+    store: CheckpointerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakySaves(store, failures=2)
+    executor = Executor(flaky, lease=30)  # type: ignore[arg-type]
+    executor.register("k", loop_agent([call("c1"), Message.assistant("done")], Recorder()))
+    with caplog.at_level(logging.WARNING, "outlast"):
+        result = await executor.run("k", run_id="r1")
+    assert result.output == "done"
+    assert flaky.attempts == 4  # two failures, then the two saves of the run
+    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
+    assert await status_of(store, "r1") is RunStatus.COMPLETED
+
+
+async def test_a_store_timeout_during_a_deadline_run_is_not_the_deadline(
+    store: CheckpointerFactory,
+) -> None:
+    """A TimeoutError raised by a tool is the tool's error, not DeadlineExceeded."""
+
+    async def slow(_arguments: JSONObject) -> JSON:
+        raise TimeoutError("the upstream API timed out")
+
+    executor = Executor(store)
+    executor.register(
+        "k", Agent(ScriptedModel([call("c1", "slow")]), tools=[Tool("slow", "", slow)], deadline=60)
+    )
+    with pytest.raises(TimeoutError, match="upstream"):
+        await executor.run("k", run_id="r1")
+    stored = await store.load("r1")
+    assert stored is not None and "TimeoutError" in (stored.record.error or "")
 
 
 # -- leases ---------------------------------------------------------------------------

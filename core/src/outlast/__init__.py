@@ -1,9 +1,11 @@
-"""outlast: LLM-agent runs that outlast the process running them."""
+"""outlast: LLM-agent runs that outlast the process running them.
 
-from outlast.codec import FORMAT_VERSION
-from outlast.delta import Delta, SaveCursor
+This module is the user's door: the executor, run definitions, the model and
+tool types, ``open`` and the errors an application catches. Adapter authors
+use :mod:`outlast.adapter`.
+"""
+
 from outlast.errors import (
-    CheckpointStateError,
     ConfigurationError,
     CorruptCheckpoint,
     CriticKilled,
@@ -15,6 +17,7 @@ from outlast.errors import (
     ResumeMismatch,
     RunError,
     RunExists,
+    RunFailed,
     RunNotFound,
     Shutdown,
     StepLimitExceeded,
@@ -23,45 +26,28 @@ from outlast.errors import (
     UnknownBackend,
 )
 from outlast.events import Event, EventKind
-from outlast.executor import Executor, RecoveryReport
+from outlast.executor import Executor
 from outlast.hookspecs import hookimpl
 from outlast.messages import JSON, Message, PhaseOutput, ToolCall
 from outlast.model import Model, ScriptedModel, Tool, ToolError
 from outlast.plugins import backends, broken_plugins, open
-from outlast.ports import (
-    DEFAULT_NAMESPACE,
-    Checkpointer,
-    CheckpointerFactory,
-    CheckpointState,
-    Claim,
-    ResumeState,
-    RunPage,
-    RunRecord,
-    RunStart,
-    RunStatus,
-    StoredRun,
-)
+from outlast.ports import DEFAULT_NAMESPACE, RunPage, RunRecord, RunStatus, StoredRun
+from outlast.recovery import RecoveryReport
 from outlast.runs import Agent, Phase, Plan, RunResult
+from outlast.store import Store
 from outlast.throttle import ThrottledCheckpointer
-from outlast.urls import DEFAULT_URL, BackendInfo, redact
+from outlast.urls import DEFAULT_URL, BackendInfo
 
 __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_URL",
-    "FORMAT_VERSION",
     "JSON",
     "Agent",
     "BackendInfo",
-    "CheckpointState",
-    "CheckpointStateError",
-    "Checkpointer",
-    "CheckpointerFactory",
-    "Claim",
     "ConfigurationError",
     "CorruptCheckpoint",
     "CriticKilled",
     "DeadlineExceeded",
-    "Delta",
     "Event",
     "EventKind",
     "Executor",
@@ -76,19 +62,18 @@ __all__ = [
     "PoisonRun",
     "RecoveryReport",
     "ResumeMismatch",
-    "ResumeState",
     "RunError",
     "RunExists",
+    "RunFailed",
     "RunNotFound",
     "RunPage",
     "RunRecord",
     "RunResult",
-    "RunStart",
     "RunStatus",
-    "SaveCursor",
     "ScriptedModel",
     "Shutdown",
     "StepLimitExceeded",
+    "Store",
     "StoreError",
     "StoreUnavailable",
     "StoredRun",
@@ -101,5 +86,4 @@ __all__ = [
     "broken_plugins",
     "hookimpl",
     "open",
-    "redact",
 ]

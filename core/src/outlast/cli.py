@@ -142,7 +142,8 @@ def show_run(run_id: str, url: str, namespace: str) -> None:
         ("kind", r.kind),
         ("status", r.status.value),
         ("epoch", str(r.epoch)),
-        ("attempts", str(r.attempts)),
+        ("attempts", f"{r.attempts} (begin and every claim)"),
+        ("crashes", f"{r.crashes} (claims after a worker died; the poison limit counts these)"),
         ("owner", r.owner or "-"),
         ("lease expires", _when(r.lease_expires_at)),
         ("created", _when(r.created_at)),
@@ -218,13 +219,18 @@ def recover(app: str, url: str, limit: int) -> None:
                 report = await executor.recover(limit=limit, progress=progress)
         for run_id, error in report.errors.items():
             click.echo(f"  {run_id}: {type(error).__name__}: {error}", err=True)
+        for run_id, error in report.left.items():
+            click.echo(f"  {run_id}: left running: {type(error).__name__}: {error}", err=True)
+        for run_id, reason in report.quarantined.items():
+            click.echo(f"  {run_id}: quarantined: {reason}", err=True)
         for run_id, reason in report.skipped.items():
             click.echo(f"  {run_id}: skipped: {reason}", err=True)
         click.echo(
             f"recovered {len(report.results)}, failed {len(report.errors)}, "
-            f"skipped {len(report.skipped)}"
+            f"released {len(report.released)}, left running {len(report.left)}, "
+            f"quarantined {len(report.quarantined)}, skipped {len(report.skipped)}"
         )
-        return 1 if report.errors else 0
+        return 1 if report.errors or report.left else 0
 
     sys.exit(_run(_with_store(url, use)))
 
@@ -251,7 +257,7 @@ def migrate(url: str) -> None:
     """Create or upgrade the store's schema (idempotent; stores without one need nothing)."""
 
     async def use(store: CheckpointerFactory) -> bool:
-        step = getattr(store, "migrate", None)
+        step = getattr(getattr(store, "backend", store), "migrate", None)
         if step is None:
             return False
         await step()

@@ -119,8 +119,11 @@ class RunResult:
     """What a finished run returns to its caller.
 
     ``resumed`` is True when the run continued a recovered record; ``durable``
-    is False when it ran without a store (no store, or begin failed).
-    ``skipped_phases`` counts the completed phases restored instead of re-run.
+    is False when it ran without a store (no store, or the store could not be
+    reached). ``skipped_phases`` counts the completed phases restored instead
+    of re-run. ``ran`` is False when nothing ran: the run id had completed
+    before, and ``output`` is its stored result (its transcript and phases
+    were cleared when it completed).
     """
 
     run_id: str
@@ -132,3 +135,4 @@ class RunResult:
     durable: bool = False
     resumed: bool = False
     skipped_phases: int = 0
+    ran: bool = True

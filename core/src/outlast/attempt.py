@@ -1,0 +1,305 @@
+"""One attempt at a run: its body, heartbeat, durable saves and finalization.
+
+Why an attempt stopped is recorded where it happens, as a :class:`Stop`, and
+the outcome is decided from that record alone, never by reading exception
+chains:
+
+==================  ==========================================  ==============
+stop                recorded by                                 the record gets
+==================  ==========================================  ==============
+none, it returned   —                                           ``complete``
+none, it raised     —: the run's own error (model, tool, step   ``fail``
+                    limit, deadline, critic, build, not JSON)
+``SHUTDOWN``        ``Executor.shutdown()``                     ``release``
+``CANCELLED``       the caller cancelling ``Executor.run``      ``fail``
+``LEASE_LOST``      a save or the heartbeat meeting LeaseLost   nothing
+``STORE_DOWN``      a save that could not reach the store       nothing: left
+                    while the lease lasted                      ``running``
+==================  ==========================================  ==============
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import random
+import time
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from outlast import ids
+from outlast.bodies import Output
+from outlast.errors import LeaseLost, Shutdown, StoreError, StoreUnavailable
+from outlast.events import EventKind
+from outlast.messages import JSON
+from outlast.observing import observed
+from outlast.ports import Checkpointer, CheckpointState
+from outlast.throttle import ThrottledCheckpointer
+
+log = logging.getLogger("outlast.executor")
+
+T = TypeVar("T")
+
+TRANSIENT: tuple[type[BaseException], ...] = (StoreUnavailable, OSError)
+"""Store errors worth retrying: the store could not be reached (OSError covers
+the drivers' connection and timeout errors an adapter did not translate)."""
+
+FIRST_RETRY = 0.05
+LAST_RETRY = 2.0
+"""Backoff of a save's retries, in seconds: doubling from the first to the last."""
+
+
+class StopReason(enum.Enum):
+    SHUTDOWN = "host shutdown"
+    CANCELLED = "cancelled by the caller"
+    LEASE_LOST = "lease lost"
+    STORE_DOWN = "store unreachable"
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Why an attempt stopped before its end, and the error that said so."""
+
+    reason: StopReason
+    error: BaseException | None = None
+
+
+class RunAttempt:
+    """Runs one body on one checkpointer (None: not durable) and finalizes it.
+
+    ``lease`` is the lease length: a failing save is retried while the lease
+    the last successful write bought lasts. ``renew_interval`` paces the
+    heartbeat.
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer | None,
+        *,
+        lease: float,
+        renew_interval: float,
+    ) -> None:
+        self.checkpointer = checkpointer
+        self.lease = lease
+        self.renew_interval = renew_interval
+        self.stop: Stop | None = None
+        self._stopping = asyncio.Event()
+        self._body: asyncio.Task[Output] | None = None
+        self._owned_until = time.monotonic() + lease
+
+    def request_stop(self, reason: StopReason, error: BaseException | None = None) -> None:
+        """Stop the body; the first reason recorded decides the outcome."""
+        if self.stop is None:
+            self.stop = Stop(reason, error)
+        self._stopping.set()
+        if self._body is not None and not self._body.done():
+            self._body.cancel(f"outlast: {reason.value}")
+
+    # -- the body ------------------------------------------------------------
+
+    async def run(self, body: Coroutine[Any, Any, Output]) -> Output:
+        """Run ``body`` to its end, finalize the record, return or raise the outcome."""
+        self._body = asyncio.create_task(body)
+        if self.stop is not None:  # stopped before the body started
+            self._body.cancel(f"outlast: {self.stop.reason.value}")
+        heartbeat = (
+            asyncio.create_task(self._heartbeat()) if self.checkpointer is not None else None
+        )
+        output: Output | None = None
+        error: BaseException | None = None
+        try:
+            output = await self._body
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                self.request_stop(StopReason.CANCELLED, exc)
+            error = await self._wound_down(exc)
+        except BaseException as exc:  # noqa: BLE001 - every exit is finalized, then re-raised
+            error = exc
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+        done = error is None and (
+            self.stop is None or self.stop.reason is not StopReason.LEASE_LOST
+        )
+        await uninterrupted(self._finalize(output[0] if output and done else None, done, error))
+        return self._outcome(output, done, error)
+
+    async def _wound_down(self, cancelled: asyncio.CancelledError) -> BaseException:
+        """After a cancellation: wait for the body to stop (its save in flight
+        finishes first) and return how it ended."""
+        assert self._body is not None
+        with contextlib.suppress(BaseException):
+            await uninterrupted(asyncio.wait({self._body}))
+        if self._body.cancelled() or not self._body.done():
+            return cancelled
+        return self._body.exception() or cancelled
+
+    def _outcome(self, output: Output | None, done: bool, error: BaseException | None) -> Output:
+        stop = self.stop
+        if done and (stop is None or stop.reason is not StopReason.CANCELLED):
+            assert output is not None
+            return output
+        if stop is None:
+            assert error is not None
+            raise error
+        if stop.reason is StopReason.SHUTDOWN:
+            raise Shutdown("the run was interrupted by host shutdown and released for recovery")
+        if stop.reason is StopReason.CANCELLED:
+            raise asyncio.CancelledError
+        assert stop.error is not None
+        raise stop.error
+
+    # -- saves and the heartbeat --------------------------------------------------
+
+    async def save(self, state: CheckpointState) -> None:
+        """Make ``state`` durable (the loop's checkpoint callback).
+
+        Shielded from the body's cancellation: a step is saved whole or not at
+        all. A store that cannot be reached is retried with backoff while the
+        lease lasts; a stop request ends the retries at once.
+        """
+        if self.checkpointer is not None:
+            await uninterrupted(self._save_retrying(self.checkpointer, state))
+
+    async def _save_retrying(self, cp: Checkpointer, state: CheckpointState) -> None:
+        delay = FIRST_RETRY
+        while True:
+            try:
+                await observed(EventKind.SAVE, cp.run_id, cp.namespace, cp.epoch, cp.save(state))
+            except LeaseLost as exc:
+                self.request_stop(StopReason.LEASE_LOST, exc)
+                raise
+            except TRANSIENT as exc:
+                left = self._owned_until - time.monotonic()
+                if left <= delay:
+                    log.error(
+                        "outlast: run %s could not save for the whole lease (%s); it stops "
+                        "here and stays running for recovery",
+                        cp.run_id,
+                        exc,
+                    )
+                    self.request_stop(StopReason.STORE_DOWN, exc)
+                    raise
+                log.warning(
+                    "outlast: saving run %s failed (%s); retrying in %.2fs (lease left: %.1fs)",
+                    cp.run_id,
+                    exc,
+                    delay,
+                    left,
+                )
+                with contextlib.suppress(TimeoutError):
+                    # Jitter, so workers cut off together do not retry in step (not security).
+                    jitter = random.uniform(0.8, 1.2)  # noqa: S311
+                    await asyncio.wait_for(self._stopping.wait(), delay * jitter)
+                if self.stop is not None:  # stopped while waiting: no more retries
+                    raise
+                delay = min(delay * 2, LAST_RETRY)
+            except StoreError as exc:  # the store refuses for good: not the run's fault
+                log.error(
+                    "outlast: saving run %s failed (%s: %s); it stops here and stays running",
+                    cp.run_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                self.request_stop(StopReason.STORE_DOWN, exc)
+                raise
+            else:
+                self._owned_until = time.monotonic() + self.lease
+                return
+
+    async def _heartbeat(self) -> None:
+        cp = self.checkpointer
+        assert cp is not None
+        while True:
+            await asyncio.sleep(self.renew_interval)
+            try:
+                await cp.renew()
+            except LeaseLost as exc:
+                log.warning("outlast: run %s lost its lease (%s); stopping it", cp.run_id, exc)
+                observed_lost(cp, exc)
+                self.request_stop(StopReason.LEASE_LOST, exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - a heartbeat blip must not kill the run
+                log.warning("outlast: lease renewal of run %s failed: %s", cp.run_id, exc)
+            else:
+                self._owned_until = time.monotonic() + self.lease
+
+    # -- finalization -----------------------------------------------------------
+
+    async def _finalize(self, output: JSON, done: bool, error: BaseException | None) -> None:
+        cp = self.checkpointer
+        if cp is None:
+            return
+        stop = self.stop
+        if stop is not None and stop.reason is StopReason.LEASE_LOST:
+            if isinstance(cp, ThrottledCheckpointer):
+                cp.discard()
+            log.warning(
+                "outlast: run %s was claimed by another worker; leaving its record alone",
+                cp.run_id,
+            )
+            return
+        if stop is not None and stop.reason is StopReason.STORE_DOWN:
+            return  # the store is unreachable: the run stays running for recovery
+        await finish(cp, output, done, error, stop)
+
+
+async def finish(
+    cp: Checkpointer, output: JSON, done: bool, error: BaseException | None, stop: Stop | None
+) -> None:
+    """Write the record's end: complete, release or fail. A store error here is
+    logged and never masks the run's own result or error."""
+    try:
+        if done:
+            await observed(
+                EventKind.COMPLETE, cp.run_id, cp.namespace, cp.epoch, cp.complete(output)
+            )
+        elif stop is not None and stop.reason is StopReason.SHUTDOWN:
+            await observed(EventKind.RELEASE, cp.run_id, cp.namespace, cp.epoch, cp.release())
+        else:
+            text = StopReason.CANCELLED.value if error is None else describe(error)
+            await observed(EventKind.FAIL, cp.run_id, cp.namespace, cp.epoch, cp.fail(text))
+    except Exception as exc:  # noqa: BLE001 - finalize errors never mask the run's outcome
+        log.warning(
+            "outlast: finalizing run %s failed (%s: %s)", cp.run_id, type(exc).__name__, exc
+        )
+
+
+def observed_lost(cp: Checkpointer, exc: LeaseLost) -> None:
+    """Report a lease lost by the heartbeat to observers."""
+    from outlast.events import Event
+    from outlast.plugins import emit
+
+    emit(Event(EventKind.LEASE_LOST, cp.run_id, cp.namespace, cp.epoch, 0.0, str(exc)))
+
+
+def describe(error: BaseException) -> str:
+    """The text a failed record keeps: the error's type and message."""
+    if isinstance(error, asyncio.CancelledError):
+        return StopReason.CANCELLED.value
+    text = str(error)
+    return ids.printable(f"{type(error).__name__}: {text}" if text else type(error).__name__)
+
+
+async def uninterrupted(operation: Awaitable[T]) -> T:
+    """Await ``operation`` to its end even if the awaiting task is cancelled.
+
+    Used for saves and finalization, so a cancelled run still records its
+    state. If the awaiting task was cancelled meanwhile, CancelledError is
+    raised once the operation is done, whether it succeeded or failed.
+    """
+    task = asyncio.ensure_future(operation)
+    while not task.done():
+        # Our own cancellation, or the operation's error: either way, wait for its end.
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(task)
+    current = asyncio.current_task()
+    if current is not None and current.cancelling():
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation wins
+        raise asyncio.CancelledError
+    return task.result()

@@ -1,0 +1,70 @@
+"""The body of a run: build its definition and drive its loop or plan.
+
+The body knows nothing of stores: it reports progress through a
+``checkpoint`` callback (the attempt's durable save).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from outlast.errors import DeadlineExceeded
+from outlast.loop import run_loop, run_plan
+from outlast.messages import JSON, Message, PhaseOutput
+from outlast.ports import CheckpointState, ResumeState
+from outlast.registry import Registry
+from outlast.runs import Plan, RunDefinition
+
+Output = tuple[JSON, list[Message], tuple[PhaseOutput, ...]]
+"""What a body returns: the run's output, the last transcript, the phase outputs."""
+
+Checkpoint = Callable[[CheckpointState], Awaitable[None]]
+
+
+async def run_body(
+    registry: Registry,
+    kind: str,
+    input: JSON,
+    resume: ResumeState | None,
+    checkpoint: Checkpoint,
+) -> Output:
+    """Build ``kind`` for ``input`` and run it, from ``resume`` when given.
+
+    A build error, like every error of the run itself, propagates.
+    """
+    definition = await registry.build(kind, input)
+    if definition.deadline is None:
+        return await _drive(definition, input, resume, checkpoint)
+    deadline = asyncio.timeout(definition.deadline)
+    try:
+        async with deadline:
+            return await _drive(definition, input, resume, checkpoint)
+    except TimeoutError as exc:
+        if not deadline.expired():
+            raise  # a TimeoutError of a tool or the store, not the deadline's
+        raise DeadlineExceeded(f"the run's deadline of {definition.deadline}s passed") from exc
+
+
+async def _drive(
+    definition: RunDefinition, input: JSON, resume: ResumeState | None, checkpoint: Checkpoint
+) -> Output:
+    if isinstance(definition, Plan):
+        phases, transcript = await run_plan(
+            plan=definition, input=input, resume=resume, checkpoint=checkpoint
+        )
+        return phases[-1].output, transcript, phases
+    transcript = list(resume.history) if resume and resume.history else definition.opening(input)
+
+    async def save(history: Sequence[Message]) -> None:
+        await checkpoint(CheckpointState(tuple(history), ()))
+
+    final = await run_loop(
+        model=definition.model,
+        tools=definition.tools,
+        transcript=transcript,
+        max_steps=definition.max_steps,
+        critic=definition.critic,
+        checkpoint=save,
+    )
+    return final.text, transcript, ()
