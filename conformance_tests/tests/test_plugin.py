@@ -18,11 +18,12 @@ import uuid
 import pytest_asyncio
 
 import outlast
-from outlast.stores.memory import MemoryStore
 from outlast_conformance import Capabilities, ConformanceSuite
 
 
 class MemoryBase(ConformanceSuite):
+    capabilities = Capabilities(multi_process=False)
+
     @pytest_asyncio.fixture
     async def factory(self):
         store = outlast.open(f"memory://plugin-{uuid.uuid4().hex}")
@@ -30,10 +31,14 @@ class MemoryBase(ConformanceSuite):
         await store.close()
 
     async def reopen(self, factory):
-        return outlast.open(f"memory://{factory.name}")
+        return outlast.open(f"memory://{factory.backend.name}")
 
-    async def corrupt(self, factory, run_id, namespace):
-        factory.corrupt(run_id, namespace)
+    async def corrupt_record(self, factory, run_id, namespace):
+        factory.backend.space.runs[(namespace, run_id)].record = "{not json"
+
+    async def corrupt_message(self, factory, run_id, namespace):
+        run = factory.backend.space.runs[(namespace, run_id)]
+        run.segments[len(run.phases)][0] = "{not json"
 """
 
 
@@ -60,11 +65,11 @@ def test_known_gap_that_fails_is_a_strict_xfail(pytester: pytest.Pytester) -> No
         pytester,
         """
         class TestNoCorruption(MemoryBase):
-            capabilities = Capabilities(known_gaps={
+            capabilities = Capabilities(multi_process=False, known_gaps={
                 "test_corrupt_record_load_raises_naming_the_run": "corrupt() is a no-op here",
             })
 
-            async def corrupt(self, factory, run_id, namespace):
+            async def corrupt_record(self, factory, run_id, namespace):
                 pass
         """,
     )
@@ -85,7 +90,7 @@ def test_known_gap_that_passes_fails_the_session(pytester: pytest.Pytester) -> N
         pytester,
         """
         class TestStaleGap(MemoryBase):
-            capabilities = Capabilities(known_gaps={
+            capabilities = Capabilities(multi_process=False, known_gaps={
                 "test_load_of_unknown_run_is_none": "we thought this was broken",
             })
         """,
@@ -101,7 +106,9 @@ def test_unknown_gap_name_is_a_collection_error(pytester: pytest.Pytester) -> No
         pytester,
         """
         class TestTypo(MemoryBase):
-            capabilities = Capabilities(known_gaps={"test_no_such_thing": "typo"})
+            capabilities = Capabilities(
+                multi_process=False, known_gaps={"test_no_such_thing": "typo"}
+            )
         """,
     )
     result = pytester.runpytest_subprocess()
@@ -155,12 +162,13 @@ def test_overriding_a_suite_test_is_refused(pytester: pytest.Pytester) -> None:
 
 def test_missing_feature_turns_its_tests_into_strict_xfails(pytester: pytest.Pytester) -> None:
     """durable=False: the tests that need durability run as strict xfails
-    (they fail on a store that forgets), every other test still passes."""
+    (they fail on a store that forgets), every other test still passes; so
+    do the multi-process tests of a store that declares multi_process=False."""
     write_suite(
         pytester,
         """
         class TestForgetful(MemoryBase):
-            capabilities = Capabilities(durable=False)
+            capabilities = Capabilities(durable=False, multi_process=False)
 
             async def reopen(self, factory):
                 return outlast.open("memory://")  # a new, empty store: not durable
@@ -168,7 +176,8 @@ def test_missing_feature_turns_its_tests_into_strict_xfails(pytester: pytest.Pyt
     )
     result = pytester.runpytest_subprocess("-rx")
     outcomes = result.parseoutcomes()
-    assert outcomes.get("xfailed") == len(marked_requiring("durable")) > 0, outcomes
+    expected = len(marked_requiring("durable")) + len(marked_requiring("multi_process"))
+    assert outcomes.get("xfailed") == expected > len(marked_requiring("durable")) > 0, outcomes
     assert "failed" not in outcomes and "skipped" not in outcomes, outcomes
     result.stdout.fnmatch_lines(["*XFAIL*store declares durable=False*"])
 
@@ -260,4 +269,4 @@ def test_every_suite_test_has_a_docstring() -> None:
         name for name in ConformanceSuite.test_names if not getattr(ConformanceSuite, name).__doc__
     )
     assert undocumented == []
-    assert len(ConformanceSuite.test_names) >= 60
+    assert len(ConformanceSuite.test_names) >= 80

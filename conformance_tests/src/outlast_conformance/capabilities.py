@@ -8,6 +8,9 @@ and skip corrupt records. What legitimately differs between stores is
   brand-new factory from ``reopen()`` sees them, and claims race across
   factories). Every store meant for production is durable; an in-process
   cache-like store may honestly say it is not;
+* ``multi_process``: whether other OS processes reach the same runs through
+  the store's URL (``url()``), as a fleet of workers does; every store meant
+  for a fleet is, an in-process one is not;
 * a few physical limits that tune the tests (the shortest lease the store's
   clock honours, how many concurrent actors to throw at it, how long to wait
   for a condition before giving up);
@@ -32,6 +35,10 @@ FEATURES: Mapping[str, str] = MappingProxyType(
             "runs outlive their factory: a brand-new factory on the same storage "
             "(reopen()) sees them, and claims race across factories"
         ),
+        "multi_process": (
+            "OS processes that open the store's URL (url()) share its runs: claims and "
+            "begins race across processes with exactly one winner"
+        ),
     }
 )
 """The optional features a test can require, each with what it means."""
@@ -44,13 +51,15 @@ class Capabilities:
     ``lease_resolution`` is the lease (seconds) the lease-expiry tests use: the
     shortest lease whose expiry the store notices promptly. ``concurrency`` is
     how many concurrent claimers, factories and runs the race tests use
-    (at least 2). ``wait_timeout`` bounds every wait for a condition (a lease to
+    (at least 2), including the OS processes of the multi-process races.
+    ``wait_timeout`` bounds every wait for a condition (a lease to
     expire); a wait that runs out fails the test. ``known_gaps`` maps a suite
     test's name (``test_...``, without class or parameters) to the reason the
     store fails it; those tests become strict xfails.
     """
 
     durable: bool = True
+    multi_process: bool = True
     lease_resolution: float = 0.05
     concurrency: int = 8
     wait_timeout: float = 10.0

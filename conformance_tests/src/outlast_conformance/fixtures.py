@@ -1,6 +1,6 @@
 """The base every suite class builds on: what an adapter must provide.
 
-An adapter's test class overrides three things (see :class:`StoreFixtures`);
+An adapter's test class overrides five things (see :class:`StoreFixtures`);
 the suite's tests only ever reach the store through them, plus the fixtures
 defined here (a unique namespace per test, and reopened factories that are
 closed after the test).
@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import pytest
 import pytest_asyncio
 
-from outlast import CheckpointerFactory
+from outlast.adapter import CheckpointerFactory
 from outlast_conformance.capabilities import Capabilities
 from outlast_conformance.support import unique
 
@@ -23,7 +23,8 @@ Reopen = Callable[[], Awaitable[CheckpointerFactory]]
 
 
 class StoreFixtures:
-    """What an adapter provides: ``factory``, ``reopen`` and ``corrupt``.
+    """What an adapter provides: ``factory``, ``reopen``, ``url``,
+    ``corrupt_record`` and ``corrupt_message``.
 
     * ``factory`` (a pytest-asyncio fixture): yield a fresh factory on storage
       whose test namespaces are empty, and clean up afterwards. The suite
@@ -31,9 +32,17 @@ class StoreFixtures:
       Redis shared by all tests is fine.
     * ``reopen(factory)``: a brand-new factory on the same storage, as a new
       process would open it (durability and cross-factory races).
-    * ``corrupt(factory, run_id, namespace)``: damage the run's stored record
-      in the store's own storage so that ``load`` and ``claim`` raise
-      CorruptCheckpoint.
+    * ``url(factory)``: the URL another OS process passes to
+      ``outlast.open`` to reach the same storage (multi-process races; the
+      adapter must be installed, so its entry point is found there).
+    * ``corrupt_record(factory, run_id, namespace)``: damage the run's
+      record (not its transcript) in the store's own storage so it no longer
+      parses: ``load`` raises CorruptCheckpoint, listings skip it, and
+      ``interrupted`` quarantines it.
+    * ``corrupt_message(factory, run_id, namespace)``: damage the stored
+      text of the FIRST message of the run's current transcript in place, so
+      ``load`` and ``claim`` raise CorruptCheckpoint; a later save must not
+      repair it (a save writes only the delta).
 
     ``capabilities`` declares optional features and known gaps.
     """
@@ -61,12 +70,32 @@ class StoreFixtures:
             "a NEW CheckpointerFactory on the same storage (as another process would open it)"
         )
 
-    async def corrupt(self, factory: CheckpointerFactory, run_id: str, namespace: str) -> None:
-        """Damage the run's stored record so ``load``/``claim`` raise CorruptCheckpoint."""
+    def url(self, factory: CheckpointerFactory) -> str:
+        """The URL another OS process opens (``outlast.open``) to reach ``factory``'s storage."""
         raise NotImplementedError(
-            f"{type(self).__name__} must define `async def corrupt(self, factory, run_id, "
-            "namespace)` that damages the run's stored record in your storage (for example "
-            "writes invalid JSON into its transcript) so load() raises CorruptCheckpoint"
+            f"{type(self).__name__} must define `def url(self, factory)` returning the URL "
+            "(with every option) that another process passes to outlast.open to reach the "
+            "same storage, or declare Capabilities(multi_process=False)"
+        )
+
+    async def corrupt_record(
+        self, factory: CheckpointerFactory, run_id: str, namespace: str
+    ) -> None:
+        """Damage the run's record so it no longer parses (its transcript stays intact)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define `async def corrupt_record(self, factory, "
+            "run_id, namespace)` that damages the run's RECORD in your storage (for example "
+            "writes invalid JSON into its input) so load() raises CorruptCheckpoint"
+        )
+
+    async def corrupt_message(
+        self, factory: CheckpointerFactory, run_id: str, namespace: str
+    ) -> None:
+        """Damage, in place, the stored first message of the run's current transcript."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define `async def corrupt_message(self, factory, "
+            "run_id, namespace)` that overwrites the stored text of the FIRST message of the "
+            "run's current transcript with something that does not parse"
         )
 
     @pytest.fixture

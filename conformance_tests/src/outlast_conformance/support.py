@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from outlast import (
+from outlast.adapter import (
     JSON,
     Checkpointer,
     CheckpointerFactory,
@@ -19,8 +19,8 @@ from outlast import (
     RunRecord,
     RunStart,
     StoredRun,
-    ToolCall,
 )
+from outlast.messages import ToolCall
 
 T = TypeVar("T")
 
@@ -147,3 +147,21 @@ async def writes_not_fenced(cp: Checkpointer, state: CheckpointState) -> list[st
             continue
         unfenced.append(name)
     return unfenced
+
+
+async def clock_moves(seconds: float = 0.005) -> None:
+    """Wait until this machine's clock has moved on by ``seconds``.
+
+    Used between two writes that must get different ``updated_at`` values: a
+    store's clock (its server's, or this machine's) ticks at the same rate,
+    so once ours has moved, the next write is stamped later. A bounded wait
+    on the clock itself, not a guess at how long something takes.
+    """
+    until = time.time() + seconds
+    while time.time() < until:  # noqa: ASYNC110 - the clock itself is the condition
+        await asyncio.sleep(until - time.time())
+
+
+def winners_message(won: int, of: int, what: str) -> str:
+    """The failure message of a race: how many won, and that exactly one must."""
+    return f"{won} of {of} {what} won; exactly one must"

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 from outlast_conformance.capabilities import Capabilities
 from outlast_conformance.fixtures import StoreFixtures
+from outlast_conformance.suite.agreement import TransitionAgreementTests
 from outlast_conformance.suite.append import AppendTests
 from outlast_conformance.suite.claims import ClaimTests
 from outlast_conformance.suite.concurrency import ConcurrencyTests
@@ -22,6 +23,7 @@ from outlast_conformance.suite.lifecycle import LifecycleTests
 from outlast_conformance.suite.listing import ListingTests
 from outlast_conformance.suite.namespaces import NamespaceTests
 from outlast_conformance.suite.outcomes import ExecutorOutcomeTests
+from outlast_conformance.suite.races import RaceTests
 from outlast_conformance.suite.resume import ExecutorResumeTests
 from outlast_conformance.suite.roundtrip import RoundTripTests
 
@@ -35,6 +37,8 @@ STORE_TOPICS: tuple[type[StoreFixtures], ...] = (
     CorruptRecordTests,
     ListingTests,
     ConcurrencyTests,
+    RaceTests,
+    TransitionAgreementTests,
 )
 """Topics that talk to the store directly through the ports."""
 
@@ -106,14 +110,17 @@ class ConformanceSuite(
     CorruptRecordTests,
     ListingTests,
     ConcurrencyTests,
+    RaceTests,
+    TransitionAgreementTests,
     ExecutorOutcomeTests,
     ExecutorResumeTests,
 ):
     """The whole conformance suite. Subclass it as ``Test...`` in your tests.
 
-    Provide the ``factory`` fixture and the ``reopen`` and ``corrupt`` methods
-    (see StoreFixtures), and set ``capabilities``. The subclass is checked
-    when it is defined: see :func:`check_declaration`.
+    Provide the ``factory`` fixture and the ``reopen``, ``url``,
+    ``corrupt_record`` and ``corrupt_message`` methods (see StoreFixtures),
+    and set ``capabilities``. The subclass is checked when it is defined:
+    see :func:`check_declaration`.
     """
 
     capabilities: ClassVar[Capabilities] = Capabilities()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outlast import CheckpointerFactory, CheckpointStateError, Message, PhaseOutput
+from outlast.adapter import CheckpointerFactory, CheckpointStateError, Message, PhaseOutput
 from outlast_conformance.fixtures import StoreFixtures
 from outlast_conformance.support import conversation, must_load, start, state
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from outlast import JSON, CheckpointerFactory, Claim, PhaseOutput, RunStatus
+from outlast.adapter import JSON, CheckpointerFactory, Claim, LeaseLost, PhaseOutput, RunStatus
 from outlast_conformance.fixtures import Reopen, StoreFixtures
 from outlast_conformance.support import (
     conversation,
@@ -15,6 +15,7 @@ from outlast_conformance.support import (
     start,
     state,
     tool_exchange,
+    wait_interrupted,
     writes_not_fenced,
 )
 
@@ -61,6 +62,40 @@ class ClaimTests(StoreFixtures):
         record = (await must_load(factory, cp.run_id, namespace)).record
         assert (record.epoch, record.attempts, record.owner) == (3, 3, "worker-c")
         assert record.status is RunStatus.RUNNING
+
+    @pytest.mark.asyncio
+    async def test_claim_after_expiry_counts_a_crash_and_after_release_does_not(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A claim of a lease that expired without a release counts a crash
+        (``crashes`` + 1); a claim of a released run does not. Both count an
+        attempt."""
+        lease = self.capabilities.lease_resolution
+        cp = await factory.begin(start(namespace, lease=lease))
+        await wait_interrupted(factory, cp.run_id, namespace, within=self.capabilities.wait_timeout)
+        crashed = await factory.claim(cp.run_id, owner="b", lease=3600, namespace=namespace)
+        assert crashed is not None
+        assert (crashed.record.attempts, crashed.record.crashes) == (2, 1)
+        await crashed.checkpointer.release()
+        released = await factory.claim(cp.run_id, owner="c", lease=3600, namespace=namespace)
+        assert released is not None
+        assert (released.record.attempts, released.record.crashes) == (3, 1)
+        record = (await must_load(factory, cp.run_id, namespace)).record
+        assert (record.attempts, record.crashes) == (3, 1)
+
+    @pytest.mark.asyncio
+    async def test_empty_save_of_a_fenced_checkpointer_raises_lease_lost(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A save with nothing new is still checked: after a claim by another
+        worker, the old checkpointer's save of what it already saved raises
+        LeaseLost."""
+        old = await factory.begin(start(namespace))
+        await old.save(state(conversation(2)))
+        await old.release()
+        assert await factory.claim(old.run_id, owner="b", lease=3600, namespace=namespace)
+        with pytest.raises(LeaseLost):
+            await old.save(state(conversation(2)))
 
     @pytest.mark.asyncio
     async def test_claim_of_unclaimable_run_returns_none(

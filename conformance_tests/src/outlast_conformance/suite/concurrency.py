@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from outlast import CheckpointerFactory, Message, RunExists
+from outlast.adapter import CheckpointerFactory, Message, RunExists
 from outlast_conformance.fixtures import StoreFixtures
 from outlast_conformance.support import conversation, must_load, start, state
 

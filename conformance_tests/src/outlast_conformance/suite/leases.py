@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outlast import CheckpointerFactory, RunStatus
+from outlast.adapter import CheckpointerFactory, RunStatus
 from outlast_conformance.fixtures import StoreFixtures
 from outlast_conformance.support import (
     conversation,
@@ -80,3 +80,23 @@ class LeaseTests(StoreFixtures):
         assert len(page) == 2 and {r.run_id for r in page} <= set(released)
         everything = await factory.interrupted(namespace, limit=100)
         assert sorted(r.run_id for r in everything) == sorted(released)
+
+    @pytest.mark.asyncio
+    async def test_interrupted_lists_oldest_first(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """Released runs and expired leases come oldest first by when they
+        became claimable (a release's time, a lease's expiry), whatever their
+        run ids."""
+        within = self.capabilities.wait_timeout
+        lease = self.capabilities.lease_resolution
+        expired_first = await factory.begin(start(namespace, run_id="z-expired", lease=lease))
+        await wait_interrupted(factory, expired_first.run_id, namespace, within=within)
+        released = await factory.begin(start(namespace, run_id="m-released", lease=3600))
+        await released.release()
+        expired_last = await factory.begin(start(namespace, run_id="a-expired", lease=lease))
+        await wait_interrupted(factory, expired_last.run_id, namespace, within=within)
+        order = [r.run_id for r in await factory.interrupted(namespace, limit=10)]
+        assert order == ["z-expired", "m-released", "a-expired"], (
+            f"interrupted() listed {order}; oldest first by expiry or release time"
+        )

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from outlast import (
+from outlast.adapter import (
     CheckpointerFactory,
+    LeaseLost,
     PhaseOutput,
     RunExists,
     RunStatus,
 )
 from outlast_conformance.fixtures import StoreFixtures
 from outlast_conformance.support import (
+    clock_moves,
     conversation,
     interrupted_ids,
     must_load,
@@ -38,6 +40,7 @@ class LifecycleTests(StoreFixtures):
         record = stored.record
         assert (record.run_id, record.namespace) == (run.run_id, namespace)
         assert (record.status, record.epoch, record.attempts) == (RunStatus.RUNNING, 1, 1)
+        assert (record.crashes, record.lease) == (0, run.lease)
         assert (record.kind, record.input, record.owner) == ("summarise", {"doc": 7}, "worker-7")
         assert record.lease_expires_at is not None
         assert record.result is None and record.error is None
@@ -162,3 +165,82 @@ class LifecycleTests(StoreFixtures):
                 before.record.result,
                 before.record.error,
             )
+
+    @pytest.mark.asyncio
+    async def test_every_write_moves_updated_at(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """begin, save, an empty save, renew, release, a claim and complete
+        each set ``updated_at`` later than the write before."""
+        cp = await factory.begin(start(namespace, lease=3600))
+        stamps = [(await must_load(factory, cp.run_id, namespace)).record.updated_at]
+        writes = {
+            "save": lambda: cp.save(state(conversation(2))),
+            "an empty save": lambda: cp.save(state(conversation(2))),
+            "renew": cp.renew,
+            "release": cp.release,
+        }
+        for what, write in writes.items():
+            await clock_moves()
+            await write()
+            stamps.append((await must_load(factory, cp.run_id, namespace)).record.updated_at)
+            assert stamps[-1] > stamps[-2], f"{what} did not move updated_at"
+        await clock_moves()
+        claim = await factory.claim(cp.run_id, owner="b", lease=3600, namespace=namespace)
+        assert claim is not None
+        stamps.append((await must_load(factory, cp.run_id, namespace)).record.updated_at)
+        assert stamps[-1] > stamps[-2], "claim did not move updated_at"
+        await clock_moves()
+        await claim.checkpointer.complete("done")
+        stamps.append((await must_load(factory, cp.run_id, namespace)).record.updated_at)
+        assert stamps[-1] > stamps[-2], "complete did not move updated_at"
+
+    @pytest.mark.asyncio
+    async def test_writes_of_a_deleted_run_raise_lease_lost(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """After delete, every write of the run's checkpointer (an empty save
+        too) raises LeaseLost and nothing comes back."""
+        cp = await factory.begin(start(namespace, lease=3600))
+        await cp.save(state(conversation(2)))
+        assert await factory.delete(cp.run_id, namespace) is True
+        with pytest.raises(LeaseLost):
+            await cp.save(state(conversation(2)))  # nothing new: still checked
+        assert await writes_not_fenced(cp, state(conversation(4))) == []
+        assert await factory.load(cp.run_id, namespace) is None
+        assert cp.run_id not in {r.run_id for r in (await factory.list(namespace)).records}
+
+    @pytest.mark.asyncio
+    async def test_a_run_deleted_and_begun_again_fences_the_old_writer(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A checkpointer of a deleted run cannot write into a new run begun
+        under the same id (same epoch 1): each write raises LeaseLost and the
+        new run's record and transcript stay the new owner's."""
+        old = await factory.begin(start(namespace, lease=3600, input="old"))
+        await old.save(state(conversation(2, tag="old-")))
+        await factory.delete(old.run_id, namespace)
+        new = await factory.begin(start(namespace, run_id=old.run_id, lease=3600, input="new"))
+        await new.save(state(conversation(1, tag="new-")))
+        assert await writes_not_fenced(old, state(conversation(3, tag="old-"))) == []
+        stored = await must_load(factory, old.run_id, namespace)
+        assert (stored.record.input, stored.record.status) == ("new", RunStatus.RUNNING)
+        assert stored.state.history == conversation(1, tag="new-")
+        await new.complete("the new run's result")
+
+    @pytest.mark.asyncio
+    async def test_input_or_result_that_is_not_json_raises_value_error(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """begin with an input that is not JSON raises ValueError and creates
+        nothing; complete with such a result raises ValueError and the run
+        stays running, unchanged."""
+        bad_input = start(namespace, input={"when": {1, 2}})  # type: ignore[dict-item]  # a set
+        with pytest.raises(ValueError, match="JSON"):
+            await factory.begin(bad_input)
+        assert await factory.load(bad_input.run_id, namespace) is None
+        cp = await factory.begin(start(namespace, lease=3600))
+        with pytest.raises(ValueError, match="JSON"):
+            await cp.complete(float("nan"))
+        stored = await must_load(factory, cp.run_id, namespace)
+        assert (stored.record.status, stored.record.result) == (RunStatus.RUNNING, None)

@@ -10,19 +10,21 @@ import pytest
 from outlast import (
     JSON,
     Agent,
-    CheckpointerFactory,
-    Claim,
     Executor,
     LeaseLost,
     Message,
     RunExists,
+    RunFailed,
     RunStatus,
     ScriptedModel,
     Shutdown,
+    StoreUnavailable,
     Tool,
 )
+from outlast.adapter import CheckpointerFactory, Claim
 from outlast.messages import JSONObject
 from outlast_conformance.fixtures import StoreFixtures
+from outlast_conformance.flaky import FlakyStore
 from outlast_conformance.scripts import StepTool, call, single_loop
 from outlast_conformance.support import (
     interrupted_ids,
@@ -171,39 +173,178 @@ class ExecutorOutcomeTests(StoreFixtures):
         assert run_id in await interrupted_ids(factory, namespace)
 
     @pytest.mark.asyncio
-    async def test_executor_begin_failure_warns_and_runs_without_durability(
+    async def test_executor_unreachable_store_at_begin_warns_and_runs_without_durability(
         self, factory: CheckpointerFactory, namespace: str, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """When begin fails (here: the run id exists), the executor logs a
-        WARNING naming the error and the run still finishes, non-durably;
-        the existing record is untouched."""
-        existing = await factory.begin(start(namespace, kind="original", lease=3600))
-        ex = executor(factory, namespace)
+        """When begin cannot reach the store (StoreUnavailable), the executor
+        logs a WARNING naming the error and the run still finishes,
+        non-durably: nothing is stored."""
+        flaky = FlakyStore(factory)
+        flaky.begin_down = True
+        ex = Executor(flaky, namespace=namespace, owner="worker-a")
         ex.register("steps", single_loop(StepTool()))
+        run_id = unique("run")
         with caplog.at_level(logging.WARNING, logger="outlast"):
-            result = await ex.run("steps", None, run_id=existing.run_id)
+            result = await ex.run("steps", None, run_id=run_id)
         assert (result.output, result.durable) == ("all three steps done", False)
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-        assert any("RunExists" in r.getMessage() for r in warnings), warnings
-        stored = await must_load(factory, existing.run_id, namespace)
-        assert (stored.record.kind, stored.record.status) == ("original", RunStatus.RUNNING)
-        assert (stored.record.epoch, stored.state.history) == (1, ())
+        assert any("StoreUnavailable" in r.getMessage() for r in warnings), warnings
+        assert await factory.load(run_id, namespace) is None
 
     @pytest.mark.asyncio
-    async def test_executor_strict_begin_failure_fails_the_run(
+    async def test_executor_strict_unreachable_store_at_begin_fails_the_run(
         self, factory: CheckpointerFactory, namespace: str
     ) -> None:
-        """With strict=True a failing begin is the caller's error: the run
-        does not start and the existing record is untouched."""
-        existing = await factory.begin(start(namespace, kind="original", lease=3600))
+        """With strict=True an unreachable store at begin is the caller's
+        error: the run does not start."""
+        flaky = FlakyStore(factory)
+        flaky.begin_down = True
+        steps = StepTool()
+        ex = Executor(flaky, namespace=namespace, owner="worker-a", strict=True)
+        ex.register("steps", single_loop(steps))
+        with pytest.raises(StoreUnavailable):
+            await ex.run("steps", None, run_id=unique("run"))
+        assert steps.seen == []
+
+    @pytest.mark.asyncio
+    async def test_executor_completed_run_id_returns_its_result_and_runs_nothing(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """Running a run id that completed returns its stored result
+        (``ran`` False) and never runs a tool again: a run id is an
+        idempotency key."""
+        steps = StepTool()
+        ex = executor(factory, namespace)
+        ex.register("steps", single_loop(steps))
+        run_id = unique("run")
+        first = await ex.run("steps", {"job": 1}, run_id=run_id)
+        again = await ex.run("steps", {"job": 1}, run_id=run_id)
+        assert steps.seen == [1, 2, 3], "a tool ran again for a completed run id"
+        assert (again.output, again.ran, again.durable) == (first.output, False, True)
+        assert first.ran is True
+        record = (await must_load(factory, run_id, namespace)).record
+        assert (record.status, record.epoch) == (RunStatus.COMPLETED, 1)
+
+    @pytest.mark.asyncio
+    async def test_executor_failed_run_id_raises_run_failed_with_its_stored_error(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """Running a run id that failed raises RunFailed carrying the stored
+        error text, and runs nothing."""
+        ex = executor(factory, namespace)
+        steps = StepTool()
+        ex.register("short", single_loop(steps, script=[call("step", "c1", n=1)]))
+        run_id = unique("run")
+        with pytest.raises(Exception, match="replies"):
+            await ex.run("short", None, run_id=run_id)
+        stored_error = (await must_load(factory, run_id, namespace)).record.error
+        with pytest.raises(RunFailed) as caught:
+            await ex.run("short", None, run_id=run_id)
+        assert caught.value.error == stored_error and stored_error is not None
+        assert steps.seen == [1]
+
+    @pytest.mark.asyncio
+    async def test_executor_running_or_other_kind_run_id_raises_run_exists(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """Running a run id that is still running (owned, or interrupted)
+        raises RunExists naming its status; a run id of another kind raises
+        RunExists naming the kinds. Nothing runs; the record is untouched."""
+        owned = await factory.begin(start(namespace, kind="steps", lease=3600))
+        released = await factory.begin(start(namespace, kind="steps", lease=3600))
+        await released.release()
         steps = StepTool()
         ex = executor(factory, namespace, strict=True)
         ex.register("steps", single_loop(steps))
-        with pytest.raises(RunExists):
-            await ex.run("steps", None, run_id=existing.run_id)
+        ex.register("other", single_loop(steps))
+        with pytest.raises(RunExists, match="running"):
+            await ex.run("steps", None, run_id=owned.run_id)
+        with pytest.raises(RunExists, match="interrupted"):
+            await ex.run("steps", None, run_id=released.run_id)
+        with pytest.raises(RunExists, match="kind"):
+            await ex.run("other", None, run_id=owned.run_id)
         assert steps.seen == []
-        stored = await must_load(factory, existing.run_id, namespace)
-        assert (stored.record.kind, stored.record.epoch) == ("original", 1)
+        record = (await must_load(factory, owned.run_id, namespace)).record
+        assert (record.kind, record.epoch, record.status) == ("steps", 1, RunStatus.RUNNING)
+
+    @pytest.mark.asyncio
+    async def test_executor_shutdown_during_failing_saves_releases_the_run(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A shutdown that lands while a save keeps failing (the store
+        unreachable for saves) releases the run: Shutdown is raised, the
+        record stays ``running`` with its lease dropped, and is not failed."""
+        flaky = FlakyStore(factory)
+        ex = Executor(flaky, namespace=namespace, owner="worker-a", lease=3600)
+
+        def break_saves(arguments: JSONObject) -> JSON:
+            flaky.saves_down = True
+            return "the store is unreachable from now on"
+
+        agent = Agent(
+            model=ScriptedModel([call("break", "c1"), Message.assistant("never")]),
+            tools=(Tool("break", "makes saves fail", break_saves),),
+        )
+        ex.register("doomed", agent)
+        run_id = unique("run")
+        task = asyncio.create_task(ex.run("doomed", None, run_id=run_id))
+        await asyncio.wait_for(flaky.save_failed.wait(), self.capabilities.wait_timeout)
+        ex.shutdown()
+        with pytest.raises(Shutdown):
+            await asyncio.wait_for(task, self.capabilities.wait_timeout)
+        record = (await must_load(factory, run_id, namespace)).record
+        assert (record.status, record.lease_expires_at) == (RunStatus.RUNNING, None), (
+            f"the record is {record.status} (error {record.error!r}); a shutdown releases it"
+        )
+        assert record.error is None
+        assert run_id in await interrupted_ids(factory, namespace)
+
+    @pytest.mark.asyncio
+    async def test_executor_saves_failing_for_the_whole_lease_leave_the_run_running(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """When saves cannot reach the store for as long as the lease lasts,
+        the run stops locally with the store error and the record is left
+        ``running`` (not failed), recoverable once its lease expires."""
+        flaky = FlakyStore(factory)
+        lease = max(0.5, self.capabilities.lease_resolution)
+        ex = Executor(
+            flaky, namespace=namespace, owner="worker-a", lease=lease, renew_interval=3600
+        )
+
+        def break_saves(arguments: JSONObject) -> JSON:
+            flaky.saves_down = True
+            return "the store is unreachable from now on"
+
+        agent = Agent(
+            model=ScriptedModel([call("break", "c1"), Message.assistant("never")]),
+            tools=(Tool("break", "makes saves fail", break_saves),),
+        )
+        ex.register("stranded", agent)
+        run_id = unique("run")
+        with pytest.raises(StoreUnavailable):
+            await asyncio.wait_for(ex.run("stranded", None, run_id=run_id), 10 * lease + 10)
+        assert flaky.failed_saves >= 2, "a save that cannot reach the store must be retried"
+        record = (await must_load(factory, run_id, namespace)).record
+        assert (record.status, record.error) == (RunStatus.RUNNING, None)
+        await wait_interrupted(factory, run_id, namespace, within=self.capabilities.wait_timeout)
+
+    @pytest.mark.asyncio
+    async def test_executor_state_that_is_not_json_fails_the_run(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A step that cannot be encoded (a model reply whose meta holds a
+        value that is not JSON) is the run's own error: the run fails with
+        it, and is not left running."""
+        bad_reply = Message.assistant("hi", when={1, 2})  # type: ignore[arg-type]  # a set
+        ex = executor(factory, namespace)
+        ex.register("bad", Agent(model=ScriptedModel([bad_reply])))
+        run_id = unique("run")
+        with pytest.raises(ValueError, match="JSON"):
+            await ex.run("bad", None, run_id=run_id)
+        record = (await must_load(factory, run_id, namespace)).record
+        assert record.status is RunStatus.FAILED
+        assert record.error is not None and "JSON" in record.error
 
     @pytest.mark.asyncio
     async def test_executor_throttled_saves_are_flushed_before_release(

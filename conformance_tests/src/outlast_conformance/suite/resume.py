@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from outlast import (
-    CheckpointerFactory,
     Executor,
     PhaseOutput,
     PoisonRun,
@@ -15,16 +14,25 @@ from outlast import (
     ScriptedModel,
     Shutdown,
 )
+from outlast.adapter import CheckpointerFactory
 from outlast_conformance.fixtures import Reopen, StoreFixtures
 from outlast_conformance.scripts import StepTool, plan, single_loop
-from outlast_conformance.support import must_load, start, state, unique
+from outlast_conformance.support import (
+    conversation,
+    interrupted_ids,
+    must_load,
+    start,
+    state,
+    unique,
+    wait_interrupted,
+)
 
 
 def worker(
-    factory: CheckpointerFactory, namespace: str, name: str, *, max_attempts: int = 3
+    factory: CheckpointerFactory, namespace: str, name: str, *, max_crashes: int = 3
 ) -> Executor:
     """An executor as one worker process would have it."""
-    return Executor(factory, namespace=namespace, owner=name, lease=3600, max_attempts=max_attempts)
+    return Executor(factory, namespace=namespace, owner=name, lease=3600, max_crashes=max_crashes)
 
 
 async def interrupt(
@@ -177,49 +185,81 @@ class ExecutorResumeTests(StoreFixtures):
         assert record.error is not None and "ResumeMismatch" in record.error
 
     @pytest.mark.asyncio
-    async def test_run_recovered_more_than_max_attempts_is_failed_as_poison(
+    async def test_run_that_crashed_more_than_max_crashes_is_failed_as_poison(
         self, factory: CheckpointerFactory, namespace: str
     ) -> None:
-        """A run that keeps getting interrupted is recovered at most
-        ``max_attempts`` times; the next recovery fails it as a PoisonRun
-        without running it, and it is never interrupted again."""
+        """A run whose workers keep dying (leases that expire without a
+        release) is recovered at most ``max_crashes`` times; the next
+        recovery fails it as a PoisonRun without running it, and it is never
+        interrupted again."""
+        within = self.capabilities.wait_timeout
+        short = self.capabilities.lease_resolution
         run_id = unique("run")
-        cp = await factory.begin(start(namespace, run_id=run_id, kind="steps"))
-        await cp.release()
+        await factory.begin(start(namespace, run_id=run_id, kind="steps", lease=short))
         for owner in ("crashy-1", "crashy-2"):
-            claim = await factory.claim(run_id, owner=owner, lease=3600, namespace=namespace)
-            assert claim is not None
-            await claim.checkpointer.release()
-        ex = worker(factory, namespace, "worker-z", max_attempts=2)
+            await wait_interrupted(factory, run_id, namespace, within=within)
+            claim = await factory.claim(run_id, owner=owner, lease=short, namespace=namespace)
+            assert claim is not None  # ... and this worker dies too: its lease expires
+        await wait_interrupted(factory, run_id, namespace, within=within)
+        ex = worker(factory, namespace, "worker-z", max_crashes=2)
         steps = StepTool()
         ex.register("steps", single_loop(steps))
         report = await ex.recover()
         assert isinstance(report.errors.get(run_id), PoisonRun), report
         assert steps.seen == []
         record = (await must_load(factory, run_id, namespace)).record
-        assert (record.status, record.attempts) == (RunStatus.FAILED, 4)
+        assert (record.status, record.attempts, record.crashes) == (RunStatus.FAILED, 4, 3)
         assert record.error is not None and "PoisonRun" in record.error
-        assert run_id not in {r.run_id for r in await factory.interrupted(namespace)}
+        assert run_id not in await interrupted_ids(factory, namespace)
 
     @pytest.mark.asyncio
-    async def test_recovery_skips_corrupt_run_and_recovers_the_rest(
+    async def test_releases_never_make_a_poison_run(
         self, factory: CheckpointerFactory, namespace: str
     ) -> None:
-        """recover() with a corrupt run among interrupted ones does not raise:
-        it recovers every healthy run and leaves the corrupt one unfinished."""
+        """A run handed back by clean shutdowns again and again (a deploy
+        every time) is no crash: with max_crashes=0 it is still recovered and
+        completes."""
+        run_id, _ = await interrupt(factory, namespace, "steps", "loop", 1)
+        for deploy in range(4):
+            claim = await factory.claim(
+                run_id, owner=f"deploy-{deploy}", lease=3600, namespace=namespace
+            )
+            assert claim is not None
+            await claim.checkpointer.release()
+        ex = worker(factory, namespace, "worker-z", max_crashes=0)
+        ex.register("steps", single_loop(StepTool()))
+        result = only_result((await ex.recover()).results, run_id)
+        assert result.output == "all three steps done"
+        record = (await must_load(factory, run_id, namespace)).record
+        assert (record.status, record.attempts, record.crashes) == (RunStatus.COMPLETED, 6, 0)
+
+    @pytest.mark.asyncio
+    async def test_recovery_quarantines_corrupt_runs_and_recovers_the_rest(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """recover() among a run whose transcript is damaged and one whose
+        record is damaged recovers every healthy run, quarantines both
+        damaged ones (failed, out of the work list), and raises nothing."""
         healthy = [
             (await interrupt(factory, namespace, f"steps-{i}", "loop", 2))[0] for i in range(2)
         ]
-        broken = await factory.begin(start(namespace, kind="steps-0", lease=3600))
-        await broken.release()
-        await self.corrupt(factory, broken.run_id, namespace)
+        broken_message = await factory.begin(start(namespace, kind="steps-0", lease=3600))
+        await broken_message.save(state(conversation(2)))
+        await broken_message.release()
+        await self.corrupt_message(factory, broken_message.run_id, namespace)
+        broken_record = await factory.begin(start(namespace, kind="steps-0", lease=3600))
+        await broken_record.release()
+        await self.corrupt_record(factory, broken_record.run_id, namespace)
         ex = worker(factory, namespace, "worker-b")
         for i in range(2):
             ex.register(f"steps-{i}", single_loop(StepTool()))
         report = await ex.recover()
         assert sorted(r.run_id for r in report.results) == sorted(healthy)
-        assert broken.run_id not in {r.run_id for r in report.results}
-        assert broken.run_id not in report.errors or "corrupt" in str(report.errors[broken.run_id])
+        assert "CorruptCheckpoint" in report.quarantined.get(broken_message.run_id, ""), report
         for run_id in healthy:
             record = (await must_load(factory, run_id, namespace)).record
             assert record.status is RunStatus.COMPLETED
+        for broken in (broken_message.run_id, broken_record.run_id):
+            assert await factory.claim(broken, owner="w", lease=30, namespace=namespace) is None
+        again = await ex.recover()
+        assert (again.results, again.errors, again.quarantined) == ([], {}, {})

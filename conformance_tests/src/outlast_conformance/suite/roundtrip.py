@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outlast import JSON, CheckpointerFactory, Message, PhaseOutput, RunStatus
+from outlast.adapter import JSON, CheckpointerFactory, Message, PhaseOutput, RunStatus
 from outlast_conformance.fixtures import Reopen, StoreFixtures
 from outlast_conformance.support import conversation, must_load, start, state, tool_exchange
 

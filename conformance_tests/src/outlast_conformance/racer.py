@@ -1,0 +1,59 @@
+"""One racer process of the multi-process conformance tests.
+
+``python -m outlast_conformance.racer URL NAMESPACE`` opens the store at URL
+(the adapter must be installed), says ``{"ready": true}`` once connected, then
+answers one JSON line per command read from stdin::
+
+    {"op": "claim" | "begin", "run_id": "...", "at": <time.monotonic()>}
+    -> {"won": true | false}  or  {"error": "..."}
+
+``at`` is when to act (the machine's monotonic clock is shared by its
+processes), so every racer acts at the same moment. stdin closing ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+
+import outlast
+from outlast.adapter import CheckpointerFactory, RunExists, RunStart
+
+
+async def act(store: CheckpointerFactory, namespace: str, command: dict[str, object]) -> bool:
+    run_id = str(command["run_id"])
+    owner = f"racer-{os.getpid()}"
+    if command["op"] == "claim":
+        claim = await store.claim(run_id, owner=owner, lease=3600, namespace=namespace)
+        return claim is not None
+    try:
+        await store.begin(RunStart(run_id, "race", os.getpid(), namespace, owner, 3600))
+    except RunExists:
+        return False
+    return True
+
+
+async def main(url: str, namespace: str) -> None:
+    store = outlast.open(url)
+    try:
+        await store.load("racer-warm-up", namespace)  # connect now, not in the race
+        print(json.dumps({"ready": True}), flush=True)
+        while line := await asyncio.to_thread(sys.stdin.readline):
+            command = json.loads(line)
+            delay = float(command["at"]) - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)  # act together with the other racers
+            try:
+                reply: dict[str, object] = {"won": await act(store, namespace, command)}
+            except Exception as exc:  # noqa: BLE001 - reported to the test, which fails
+                reply = {"error": f"{type(exc).__name__}: {exc}"}
+            print(json.dumps(reply), flush=True)
+    finally:
+        await store.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
