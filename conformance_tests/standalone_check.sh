@@ -72,8 +72,16 @@ import sys
 import xml.etree.ElementTree as ET
 
 suite = ET.parse(sys.argv[1]).getroot().find("testsuite")
-tests, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+tests = int(suite.get("tests", 0))
+# JUnit XML files a strict xfail (a declared gap: the memory store is not
+# multi-process) under <skipped type="pytest.xfail">; only real skips count.
+marks = [case.find("skipped") for case in suite.iter("testcase")]
+skipped = sum(1 for mark in marks if mark is not None and mark.get("type") != "pytest.xfail")
+xfailed = sum(1 for mark in marks if mark is not None and mark.get("type") == "pytest.xfail")
 if tests == 0 or skipped:
     sys.exit(f"standalone run collected {tests} tests and skipped {skipped}; expected >0 and 0")
-print(f"standalone conformance run: {tests} tests passed outside the repo, none skipped")
+print(
+    f"standalone conformance run: {tests - xfailed} tests passed outside the repo, "
+    f"{xfailed} declared gaps ran as strict xfails, none skipped"
+)
 PY

@@ -32,3 +32,35 @@ def test_readme_python_example_runs(index: int, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "the report"
+
+
+def test_the_adapter_guide_imports_exist() -> None:
+    """The guide's one import block names what outlast.adapter really exports."""
+    guide = REPO / "docs" / "writing-an-adapter.md"
+    block = python_blocks(guide)[1]  # the block of section 0
+    assert block.startswith("from outlast.adapter import")
+    exec(compile(block, str(guide), "exec"), {})  # noqa: S102 - our own doc's import line
+
+
+IMPORT = re.compile(r"^\s*(?:from|import)\s+(outlast(?:\.[a-z_]+)*)\b", re.MULTILINE)
+ALLOWED = {"outlast", "outlast.adapter"}
+
+
+def test_adapters_examples_and_docs_import_only_the_kit() -> None:
+    """Adapters' and examples' code and the docs reach outlast only through
+    `outlast.adapter` (and the user API `outlast`): one door for authors."""
+    sources = [
+        *REPO.glob("adapters/*/src/**/*.py"),
+        *REPO.glob("examples/*/src/**/*.py"),
+        *REPO.glob("docs/*.md"),
+        *REPO.glob("adapters/*/README.md"),
+        *REPO.glob("examples/*/README.md"),
+    ]
+    assert sources
+    outside = sorted(
+        f"{path.relative_to(REPO)}: {module}"
+        for path in sources
+        for module in IMPORT.findall(path.read_text(encoding="utf-8"))
+        if module not in ALLOWED
+    )
+    assert outside == []
