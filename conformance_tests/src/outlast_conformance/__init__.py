@@ -9,7 +9,9 @@ An adapter's whole conformance run is one small subclass::
         async def factory(self): ...      # yield a fresh CheckpointerFactory
 
         async def reopen(self, factory): ...            # a new factory, same storage
-        async def corrupt(self, factory, run_id, namespace): ...
+        def url(self, factory): ...                      # what another OS process opens
+        async def corrupt_record(self, factory, run_id, namespace): ...
+        async def corrupt_message(self, factory, run_id, namespace): ...
 
 See docs/writing-an-adapter.md.
 """

@@ -1,31 +1,33 @@
-"""outlast-jsondir's own tests: URL handling, registration, and claims raced
-by separate OS processes (flock across processes)."""
+"""outlast-jsondir's own tests: URL handling, registration, and what only a
+store of files has (old files, damaged bytes kept, leftovers of a crash).
+
+Races across OS processes are the conformance suite's (Capabilities()
+declares multi_process, so it starts racer processes on the URL)."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 import outlast
-from outlast import ConfigurationError, RunStart
+from outlast.adapter import CheckpointState, ConfigurationError, Message, RunStart, RunStatus
+from outlast_conformance.support import clock_moves
 from outlast_jsondir import JsonDirStore
 from outlast_jsondir.plugin import directory_of
+from outlast_jsondir.runfiles import DAMAGED_FILE, RUN_FILE
 
-CLAIM_SCRIPT = """
-import asyncio, sys
-import outlast
 
-async def main():
-    store = outlast.open(sys.argv[1])
-    claim = await store.claim(sys.argv[2], owner=sys.argv[3], lease=3600)
-    print("won" if claim is not None else "lost")
+def backend(url: str) -> JsonDirStore:
+    store = outlast.open(url).backend
+    assert isinstance(store, JsonDirStore)
+    return store
 
-asyncio.run(main())
-"""
+
+def history(count: int) -> tuple[Message, ...]:
+    return tuple(Message.user(f"m{i}") for i in range(count))
 
 
 def test_backend_is_listed_with_its_scheme() -> None:
@@ -39,8 +41,7 @@ def test_url_forms(tmp_path: Path) -> None:
     """Relative and absolute directory URLs, like sqlite:///."""
     assert directory_of(f"jsondir:///{tmp_path}") == tmp_path
     assert directory_of("jsondir:///runs") == Path.cwd() / "runs"
-    store = outlast.open(f"jsondir:///{tmp_path}")
-    assert isinstance(store, JsonDirStore) and store.root == tmp_path
+    assert backend(f"jsondir:///{tmp_path}").root == tmp_path
 
 
 @pytest.mark.parametrize(
@@ -59,29 +60,73 @@ def test_bad_urls_say_what_to_write(url: str, options: dict[str, object], messag
 
 
 @pytest.mark.asyncio
-async def test_claimers_in_separate_processes_exactly_one_wins(tmp_path: Path) -> None:
-    """Four OS processes claim one released run at once: exactly one wins,
-    because the epoch check holds an flock shared by every process."""
-    url = f"jsondir:///{tmp_path}"
-    store = outlast.open(url)
-    cp = await store.begin(RunStart("contested", "k"))
+async def test_files_of_outlast_jsondir_0_1_still_load_and_resume(tmp_path: Path) -> None:
+    """A run.json written before crashes and incarnation existed (its lease
+    length under the same "lease" key) loads with crashes 0 and incarnation
+    "", and is claimed and completed like any other."""
+    store = backend(f"jsondir:///{tmp_path}")
+    cp = await store.begin(RunStart("old", "k", lease=30))
+    await cp.save(CheckpointState(history(2)))
     await cp.release()
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            CLAIM_SCRIPT,
-            url,
-            "contested",
-            f"proc-{i}",
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for i in range(4)
-    ]
-    outputs = await asyncio.wait_for(
-        asyncio.gather(*(p.communicate() for p in processes)), timeout=60
-    )
-    verdicts = sorted(out.decode().strip() for out, _ in outputs)
-    assert verdicts == ["lost", "lost", "lost", "won"]
-    stored = await store.load("contested")
-    assert stored is not None and stored.record.epoch == 2
+    path = store.files.folder("default", "old") / RUN_FILE
+    document = json.loads(path.read_bytes())
+    del document["crashes"], document["incarnation"]
+    path.write_text(json.dumps(document))
+
+    stored = await store.load("old")
+    assert stored is not None and stored.state.history == history(2)
+    assert (stored.record.crashes, stored.record.incarnation, stored.record.lease) == (0, "", 30)
+    claim = await store.claim("old", owner="new", lease=30)
+    assert claim is not None and claim.resume.history == history(2)
+    await claim.checkpointer.complete("done")
+    assert (await store.load("old")) is not None
+
+
+@pytest.mark.asyncio
+async def test_quarantine_keeps_the_damaged_run_json_beside_the_stub(tmp_path: Path) -> None:
+    """An interrupted run whose run.json is not JSON at all: interrupted()
+    puts a failed stub in its place, keeps the damaged bytes in
+    run.json.damaged and leaves the transcript file alone."""
+    store = backend(f"jsondir:///{tmp_path}")
+    cp = await store.begin(RunStart("broken", "k"))
+    await cp.save(CheckpointState(history(2)))
+    await cp.release()
+    folder = store.files.folder("default", "broken")
+    transcript = (folder / "segment-0.jsonl").read_bytes()
+    (folder / RUN_FILE).write_bytes(b"{not json")
+
+    assert await store.interrupted() == []
+    stored = await store.load("broken")
+    assert stored is not None and stored.record.status is RunStatus.FAILED
+    assert (stored.record.error or "").startswith("CorruptCheckpoint: ")
+    assert (folder / DAMAGED_FILE).read_bytes() == b"{not json"
+    assert (folder / "segment-0.jsonl").read_bytes() == transcript
+    await clock_moves()  # so the stub is older than purge's "now"
+    assert await store.purge(0) == 1 and not folder.exists()
+
+
+@pytest.mark.asyncio
+async def test_bytes_a_crashed_save_left_behind_are_never_read(tmp_path: Path) -> None:
+    """A save that appended to the transcript but crashed before committing
+    run.json leaves bytes past the committed offset: load ignores them and
+    the next save writes over them."""
+    store = backend(f"jsondir:///{tmp_path}")
+    cp = await store.begin(RunStart("crashy", "k"))
+    await cp.save(CheckpointState(history(2)))
+    segment = store.files.segment("default", "crashy", 0)
+    segment.write_bytes(segment.read_bytes() + b'{"half a message')
+
+    stored = await store.load("crashy")
+    assert stored is not None and stored.state.history == history(2)
+    await cp.save(CheckpointState(history(3)))
+    stored = await store.load("crashy")
+    assert stored is not None and stored.state.history == history(3)
+
+
+@pytest.mark.asyncio
+async def test_a_run_id_too_long_for_a_file_name_says_so(tmp_path: Path) -> None:
+    """Run ids may be 255 UTF-8 bytes; escaped as a file name some no longer
+    fit in one. begin raises ValueError naming the limit, not an OSError."""
+    store = backend(f"jsondir:///{tmp_path}")
+    with pytest.raises(ValueError, match="too long for outlast-jsondir"):
+        await store.begin(RunStart("/" * 100, "k"))

@@ -6,6 +6,7 @@ with outlast-conformance; it is correct, including across processes on one
 machine, but not tuned for large transcripts.
 """
 
+from outlast_jsondir.runfiles import RunDocument, RunFiles
 from outlast_jsondir.store import JsonDirCheckpointer, JsonDirStore
 
-__all__ = ["JsonDirCheckpointer", "JsonDirStore"]
+__all__ = ["JsonDirCheckpointer", "JsonDirStore", "RunDocument", "RunFiles"]

@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from outlast import BackendInfo, ConfigurationError, hookimpl, redact
-from outlast.urls import merge_options, scheme_of
+from outlast.adapter import (
+    BackendInfo,
+    ConfigurationError,
+    hookimpl,
+    merge_options,
+    redact,
+    scheme_of,
+)
 from outlast_jsondir.store import JsonDirStore
 
 SCHEME = "jsondir"

@@ -1,17 +1,10 @@
-"""``jsondir://``: each run is a directory of JSON files.
+"""``jsondir://``: each run is a folder of JSON files (layout: runfiles.py).
 
-Layout under the store's root directory::
-
-    .lock                          the store-wide flock (see files.py)
-    _<namespace>/_<run id>/run.json        the record and completed phases
-    _<namespace>/_<run id>/segment-N.jsonl the transcript of segment N
-
-``run.json`` is small and replaced atomically on every write; it carries the
-epoch that fences writers and ``committed``: how many bytes of the current
-segment's transcript are durable. A save appends the new messages to the
-segment file first and then commits them by replacing ``run.json``, so a crash
-between the two leaves bytes that are never read and are overwritten by the
-next save. Every record carries ``v`` (outlast.codec.FORMAT_VERSION).
+This is a document store: every operation reads a run's ``run.json``, lets
+:mod:`outlast.transitions` decide the new record (or refuse: LeaseLost,
+RunExists, None), and commits the result, all under the store-wide flock, so
+each read-decide-write is atomic for every process on this machine. The
+store keeps no rule of its own about records; it only knows its files.
 
 Lease expiry uses this machine's clock (all workers share it: the store is
 local to one machine).
@@ -19,98 +12,47 @@ local to one machine).
 
 from __future__ import annotations
 
-import asyncio
-import shutil
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
 
-from outlast import (
+from outlast.adapter import (
     DEFAULT_NAMESPACE,
     JSON,
     CheckpointState,
     Claim,
     CorruptCheckpoint,
-    LeaseLost,
-    Message,
-    PhaseOutput,
     ResumeState,
-    RunExists,
-    RunNotFound,
     RunPage,
     RunRecord,
     RunStart,
     RunStatus,
     SaveCursor,
     StoredRun,
+    UnknownFormat,
     codec,
+    transitions,
 )
-from outlast.ports import validate_lease, validate_start
-from outlast_jsondir.files import (
-    append_at,
-    decode_name,
-    encode_name,
-    locked,
-    read_prefix,
-    write_atomically,
-)
+from outlast_jsondir.runfiles import RunDocument, RunFiles
 
-T = TypeVar("T")
-RUN_FILE = "run.json"
+log = logging.getLogger("outlast_jsondir")
 
-
-@dataclass(frozen=True, slots=True)
-class _Run:
-    """One run's ``run.json``: its record, lease length, phases, and how much
-    of the current segment is committed (bytes and messages)."""
-
-    record: RunRecord
-    lease: float
-    phases: tuple[PhaseOutput, ...] = ()
-    committed: int = 0
-    lines: int = 0
-
-    def to_bytes(self) -> bytes:
-        data: dict[str, JSON] = {
-            "v": codec.FORMAT_VERSION,
-            **self.record.to_json(),
-            "lease": self.lease,
-            "phases": [p.to_json() for p in self.phases],
-            "committed": self.committed,
-            "lines": self.lines,
-        }
-        return codec.dumps(data).encode()
-
-    @classmethod
-    def from_bytes(cls, data: bytes, run_id: str) -> _Run:
-        """Parse ``run.json``; anything unexpected is CorruptCheckpoint naming the run."""
-        parsed = codec.loads(data, run_id)
-        if not isinstance(parsed, dict):
-            raise CorruptCheckpoint(run_id, "run.json is not a JSON object")
-        codec.check_version(parsed.get("v"), run_id)
-        obj: dict[str, Any] = parsed  # field types are checked by the conversions below
-        try:
-            record = RunRecord.from_json(obj)
-            phases = tuple(PhaseOutput.from_json(p) for p in obj["phases"])
-            return cls(
-                record, float(obj["lease"]), phases, int(obj["committed"]), int(obj["lines"])
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CorruptCheckpoint(run_id, f"run.json does not parse ({exc})") from exc
+Transition = Callable[[RunRecord | None, float], RunRecord]
+"""A fenced transition bound to one checkpointer: (stored record or None, now)
+-> the new record, or LeaseLost."""
 
 
 class JsonDirCheckpointer:
-    """One run's files, written at one epoch."""
+    """One run's files, written by the worker holding its epoch and incarnation."""
 
-    def __init__(
-        self, store: JsonDirStore, namespace: str, run_id: str, epoch: int, cursor: SaveCursor
-    ) -> None:
-        self._store = store
-        self._namespace = namespace
-        self._run_id = run_id
-        self._epoch = epoch
+    def __init__(self, files: RunFiles, record: RunRecord, cursor: SaveCursor) -> None:
+        self._files = files  # shared with the store: the checkpointer needs nothing else of it
+        self._namespace = record.namespace
+        self._run_id = record.run_id
+        self._epoch = record.epoch
+        self._incarnation = record.incarnation
         self._cursor = cursor
 
     def __repr__(self) -> str:
@@ -128,225 +70,168 @@ class JsonDirCheckpointer:
     def epoch(self) -> int:
         return self._epoch
 
+    async def _write(
+        self, transition: Transition, change: Callable[[RunDocument], RunDocument] | None = None
+    ) -> None:
+        """Commit ``transition`` of the stored record, and ``change`` of the
+        run's files, iff this checkpointer still owns the run."""
+
+        def job() -> None:
+            run = self._files.read(self._namespace, self._run_id)
+            # transitions.owned, inside every fenced transition, raises LeaseLost
+            # (before anything is written) unless the run exists, is the
+            # incarnation we began or claimed, holds our epoch and is running.
+            record = transition(None if run is None else run.record, time.time())
+            assert run is not None  # a missing run raised LeaseLost above
+            changed = replace(run, record=record)
+            self._files.commit(changed if change is None else change(changed))
+
+        await self._files.locked(job, exclusive=True)
+
     async def save(self, state: CheckpointState) -> None:
         delta = self._cursor.delta(state)
-        data = b"".join(codec.encode_message(m).encode() + b"\n" for m in delta.messages)
-
-        def write(run: _Run, folder: Path) -> _Run:
-            if delta.empty:
-                return run  # still checked against the epoch: a fenced save raises
-            segment = folder / f"segment-{delta.segment}.jsonl"
-            committed, lines = (0, 0) if delta.phases else (run.committed, run.lines)
-            if delta.first_message != lines:  # not expected: the cursor tracks `lines`
-                committed = _offset_of_line(segment, committed, delta.first_message)
-            if data:
-                committed = append_at(segment, committed, data)
-            return replace(
-                run,
-                phases=run.phases + delta.phases,
-                committed=committed,
-                lines=delta.first_message + len(delta.messages),
-            )
-
-        await self._store._write(self, write)
-        self._cursor = delta.after
+        # Even an empty save goes through the fence: a fenced writer learns it.
+        await self._write(
+            lambda record, now: transitions.save(
+                record, self._epoch, self._incarnation, now, self._run_id
+            ),
+            lambda run: self._files.append(run, delta),
+        )
+        self._cursor = delta.after  # only once the delta is durable
 
     async def complete(self, result: JSON) -> None:
-        codec.dumps(result)  # refuse non-JSON before touching the record
-
-        def write(run: _Run, folder: Path) -> _Run:
-            for segment in folder.glob("segment-*.jsonl"):
-                segment.unlink()
-            return replace(
-                run,
-                record=replace(
-                    run.record, status=RunStatus.COMPLETED, result=result, lease_expires_at=None
-                ),
-                phases=(),
-                committed=0,
-                lines=0,
-            )
-
-        await self._store._write(self, write)
+        stored = codec.loads(codec.dumps(result), self._run_id)  # ValueError before any write
+        await self._write(
+            lambda record, now: transitions.complete(
+                record, self._epoch, self._incarnation, stored, now, self._run_id
+            ),
+            lambda run: replace(run, phases=(), committed=0, lines=0),
+        )
 
     async def fail(self, error: str) -> None:
-        def write(run: _Run, folder: Path) -> _Run:
-            record = replace(
-                run.record, status=RunStatus.FAILED, error=error, lease_expires_at=None
+        await self._write(
+            lambda record, now: transitions.fail(
+                record, self._epoch, self._incarnation, error, now, self._run_id
             )
-            return replace(run, record=record)
-
-        await self._store._write(self, write)
+        )
 
     async def release(self) -> None:
-        def write(run: _Run, folder: Path) -> _Run:
-            return replace(run, record=replace(run.record, lease_expires_at=None))
-
-        await self._store._write(self, write)
+        await self._write(
+            lambda record, now: transitions.release(
+                record, self._epoch, self._incarnation, now, self._run_id
+            )
+        )
 
     async def renew(self) -> None:
-        def write(run: _Run, folder: Path) -> _Run:
-            expires = time.time() + run.lease
-            return replace(run, record=replace(run.record, lease_expires_at=expires))
-
-        await self._store._write(self, write)
-
-
-def _offset_of_line(segment: Path, committed: int, line: int) -> int:
-    """Byte offset where line number ``line`` of the committed transcript starts."""
-    data = read_prefix(segment, committed)
-    offset = 0
-    for _ in range(line):
-        offset = data.index(b"\n", offset) + 1
-    return offset
+        await self._write(
+            lambda record, now: transitions.renew(
+                record, self._epoch, self._incarnation, now, self._run_id
+            )
+        )
 
 
 class JsonDirStore:
     """A CheckpointerFactory keeping runs as files under ``root``."""
 
     def __init__(self, root: Path | str) -> None:
-        self.root = Path(root)
+        self.files = RunFiles(Path(root))
 
     def __repr__(self) -> str:
         return f"JsonDirStore(root={str(self.root)!r})"
 
-    # -- layout --------------------------------------------------------------
-
-    def _folder(self, namespace: str, run_id: str) -> Path:
-        return self.root / encode_name(namespace) / encode_name(run_id)
-
-    def _read(self, namespace: str, run_id: str) -> _Run | None:
-        path = self._folder(namespace, run_id) / RUN_FILE
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            return None
-        return _Run.from_bytes(data, run_id)
-
-    def _state(self, run: _Run) -> CheckpointState:
-        folder = self._folder(run.record.namespace, run.record.run_id)
-        segment = folder / f"segment-{len(run.phases)}.jsonl"
-        lines = read_prefix(segment, run.committed).splitlines()
-        history: tuple[Message, ...] = codec.decode_all(
-            lines, run.record.run_id, codec.decode_message
-        )
-        return CheckpointState(history, run.phases)
-
-    def _records(self, namespace: str) -> list[RunRecord]:
-        """Every parseable record of a namespace (corrupt ones skipped), by run id."""
-        space = self.root / encode_name(namespace)
-        if not space.is_dir():
-            return []
-        records = []
-        for folder in space.iterdir():
-            try:
-                run = self._read(namespace, decode_name(folder.name))
-            except CorruptCheckpoint:
-                continue  # listing goes on; load() reports it by name
-            if run is not None:
-                records.append(run.record)
-        return sorted(records, key=lambda r: r.run_id)
-
-    async def _locked(self, job: Callable[[], T], *, exclusive: bool) -> T:
-        def run() -> T:
-            with locked(self.root, exclusive=exclusive):
-                return job()
-
-        return await asyncio.to_thread(run)
-
-    async def _write(self, cp: JsonDirCheckpointer, change: Callable[[_Run, Path], _Run]) -> None:
-        """Apply ``change`` to the run iff ``cp`` still owns it (epoch and status)."""
-
-        def job() -> None:
-            run = self._read(cp.namespace, cp.run_id)
-            if run is None or run.record.epoch != cp.epoch:
-                raise LeaseLost(cp.run_id, cp.epoch)
-            if run.record.status is not RunStatus.RUNNING:
-                raise LeaseLost(cp.run_id, cp.epoch, f"the run is {run.record.status}")
-            folder = self._folder(cp.namespace, cp.run_id)
-            changed = change(run, folder)
-            changed = replace(changed, record=replace(changed.record, updated_at=time.time()))
-            write_atomically(folder / RUN_FILE, changed.to_bytes())
-
-        await self._locked(job, exclusive=True)
-
-    # -- the CheckpointerFactory protocol ---------------------------------------
+    @property
+    def root(self) -> Path:
+        return self.files.root
 
     async def begin(self, start: RunStart) -> JsonDirCheckpointer:
-        validate_start(start)
-        input_value = codec.loads(codec.dumps(start.input), start.run_id)
+        stored_input = codec.loads(codec.dumps(start.input), start.run_id)  # ValueError first
 
-        def job() -> None:
-            folder = self._folder(start.namespace, start.run_id)
-            if (folder / RUN_FILE).exists():
-                raise RunExists(start.run_id, start.namespace)
-            folder.mkdir(parents=True, exist_ok=True)
-            now = time.time()
-            record = RunRecord.begun(start, now, input_value)
-            write_atomically(folder / RUN_FILE, _Run(record, start.lease).to_bytes())
+        def job() -> RunRecord:
+            exists = self.files.exists(start.namespace, start.run_id)
+            record = transitions.begin(start, stored_input, time.time(), exists=exists)
+            self.files.commit(RunDocument(record))
+            return record
 
-        await self._locked(job, exclusive=True)
-        return JsonDirCheckpointer(self, start.namespace, start.run_id, 1, SaveCursor())
+        record = await self.files.locked(job, exclusive=True)
+        return JsonDirCheckpointer(self.files, record, SaveCursor())
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
         def job() -> list[RunRecord]:
             now = time.time()
-            found = [
-                r
-                for r in self._records(namespace)
-                if r.status is RunStatus.RUNNING
-                and (r.lease_expires_at is None or r.lease_expires_at <= now)
-            ]
-            found.sort(key=lambda r: (r.lease_expires_at or 0.0, r.run_id))
-            return found[:limit]
+            records, damaged = self.files.records(namespace)
+            for error in damaged:
+                # A newer outlast's record is not ours to judge; any other
+                # that does not parse leaves the work list for good.
+                if not isinstance(error, UnknownFormat):
+                    reason = f"{type(error).__name__}: {error}"
+                    if self._quarantine(namespace, error.run_id, reason, now):
+                        log.error("quarantined run %r: %s", error.run_id, reason)
+            found = [r for r in records if transitions.is_interrupted(r, now)]
+            return sorted(found, key=transitions.interrupted_order)[:limit]
 
-        return await self._locked(job, exclusive=False)
+        # Exclusive: reading the work list may quarantine what it finds damaged.
+        return await self.files.locked(job, exclusive=True)
 
     async def claim(
         self, run_id: str, *, owner: str, lease: float, namespace: str = DEFAULT_NAMESPACE
     ) -> Claim | None:
-        validate_lease(lease)
-
         def job() -> tuple[RunRecord, CheckpointState] | None:
-            run = self._read(namespace, run_id)
-            now = time.time()
-            if (
-                run is None
-                or run.record.status is not RunStatus.RUNNING
-                or (run.record.lease_expires_at is not None and run.record.lease_expires_at > now)
-            ):
+            run = self.files.read(namespace, run_id)
+            if run is None:
                 return None
-            state = self._state(run)  # CorruptCheckpoint here leaves the run untouched
-            record = replace(
-                run.record,
-                epoch=run.record.epoch + 1,
-                attempts=run.record.attempts + 1,
-                owner=owner,
-                lease_expires_at=now + lease,
-                updated_at=now,
-            )
-            write_atomically(
-                self._folder(namespace, run_id) / RUN_FILE,
-                replace(run, record=record, lease=lease).to_bytes(),
-            )
-            return record, state
+            claimed = transitions.claim(run.record, owner=owner, lease=lease, now=time.time())
+            if claimed is None:
+                return None
+            # Read before the commit: a transcript that does not parse raises
+            # CorruptCheckpoint here and the run stays as it was.
+            progress = self.files.progress(run)
+            self.files.commit(replace(run, record=claimed))
+            return claimed, progress
 
-        won = await self._locked(job, exclusive=True)
+        won = await self.files.locked(job, exclusive=True)
         if won is None:
             return None
-        record, state = won
-        cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
-        checkpointer = JsonDirCheckpointer(self, namespace, run_id, record.epoch, cursor)
-        return Claim(checkpointer, ResumeState(state.history, state.phases), record)
+        record, progress = won
+        cursor = SaveCursor(phases=len(progress.phases), messages=len(progress.history))
+        checkpointer = JsonDirCheckpointer(self.files, record, cursor)
+        return Claim(checkpointer, ResumeState(progress.history, progress.phases), record)
+
+    async def quarantine(
+        self, run_id: str, reason: str, namespace: str = DEFAULT_NAMESPACE
+    ) -> bool:
+        return await self.files.locked(
+            lambda: self._quarantine(namespace, run_id, reason, time.time()), exclusive=True
+        )
+
+    def _quarantine(self, namespace: str, run_id: str, reason: str, now: float) -> bool:
+        """quarantine(), inside the exclusive lock."""
+        try:
+            run = self.files.read(namespace, run_id)
+        except UnknownFormat:
+            return False  # a newer outlast may own it
+        except CorruptCheckpoint:
+            # Too damaged to read at all: a failed stub takes its place and
+            # the damaged bytes are kept beside it.
+            self.files.set_aside(namespace, run_id)
+            stub = transitions.quarantined_stub(run_id, namespace, reason, now)
+            self.files.commit(RunDocument(stub))
+            return True
+        if run is None:
+            return False
+        failed = transitions.quarantine(run.record, reason, now)
+        if failed is None:
+            return False
+        self.files.commit(replace(run, record=failed))  # its transcript stays
+        return True
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
         def job() -> StoredRun | None:
-            run = self._read(namespace, run_id)
-            return None if run is None else StoredRun(run.record, self._state(run))
+            run = self.files.read(namespace, run_id)
+            return None if run is None else StoredRun(run.record, self.files.progress(run))
 
-        return await self._locked(job, exclusive=False)
+        return await self.files.locked(job, exclusive=False)
 
     async def list(
         self,
@@ -356,53 +241,33 @@ class JsonDirStore:
         cursor: str | None = None,
     ) -> RunPage:
         def job() -> list[RunRecord]:
+            records, damaged = self.files.records(namespace)
+            for error in damaged:
+                log.warning("list skips run %r: %s", error.run_id, error)
             return [
                 r
-                for r in self._records(namespace)
+                for r in records
                 if (status is None or r.status is status) and (cursor is None or r.run_id > cursor)
             ]
 
-        records = await self._locked(job, exclusive=False)
+        records = await self.files.locked(job, exclusive=False)
         page = tuple(records[:limit])
         more = len(records) > limit
         return RunPage(page, page[-1].run_id if more and page else None)
 
     async def delete(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
-        def job() -> bool:
-            folder = self._folder(namespace, run_id)
-            if not folder.exists():
-                return False
-            shutil.rmtree(folder)
-            return True
-
-        return await self._locked(job, exclusive=True)
+        return await self.files.locked(lambda: self.files.remove(namespace, run_id), exclusive=True)
 
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
         def job() -> int:
-            cutoff = time.time() - older_than
-            doomed = [
-                r.run_id
-                for r in self._records(namespace)
-                if r.status is not RunStatus.RUNNING and r.updated_at < cutoff
-            ]
-            for run_id in doomed:
-                shutil.rmtree(self._folder(namespace, run_id))
+            now = time.time()
+            records, _damaged = self.files.records(namespace)
+            doomed = [r for r in records if transitions.purgeable(r, older_than, now)]
+            for record in doomed:
+                self.files.remove(namespace, record.run_id)
             return len(doomed)
 
-        return await self._locked(job, exclusive=True)
+        return await self.files.locked(job, exclusive=True)
 
     async def close(self) -> None:
         """Nothing to release: every operation opens and closes its own files."""
-
-    # -- for the conformance suite -----------------------------------------------
-
-    async def corrupt(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> None:
-        """Overwrite the run's ``run.json`` with text that is not JSON."""
-
-        def job() -> None:
-            path = self._folder(namespace, run_id) / RUN_FILE
-            if not path.exists():
-                raise RunNotFound(run_id, namespace)
-            write_atomically(path, b"{not json")
-
-        await self._locked(job, exclusive=True)
