@@ -1,22 +1,91 @@
-"""Helpers the PostgreSQL tests share (a module name no other test folder uses)."""
+"""Helpers the PostgreSQL tests share (a module name no other test folder uses).
+
+The damage the conformance suite asks for (a record or a message that no
+longer parses) is done here, the way a third party would do it: with SQL on
+the store's tables, over a connection of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+
+import outlast
+from outlast.adapter import CheckpointerFactory
+from outlast_postgres import PostgresStore
 
 T = TypeVar("T")
 
+NOT_JSON = "{not json"
+"""What damaged stored JSON is replaced with."""
+
 
 def with_options(url: str, **options: object) -> str:
-    """``url`` with ``options`` added to (or replacing those of) its query."""
+    """``url`` with ``options`` added to (or replacing those of) its query.
+
+    The other query parameters are kept byte for byte (re-encoding them could
+    turn ``%20`` into ``+``, which libpq reads literally).
+    """
     parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    query.update({key: str(value) for key, value in options.items()})
-    return urlunsplit(parts._replace(query=urlencode(query)))
+    kept = [
+        item
+        for item in parts.query.split("&")
+        if item and unquote(item.partition("=")[0]) not in options
+    ]
+    added = urlencode({key: str(value) for key, value in options.items()})
+    return urlunsplit(parts._replace(query="&".join([*kept, added] if added else kept)))
+
+
+def postgres_store(factory: CheckpointerFactory) -> PostgresStore:
+    """The PostgresStore behind ``factory`` (an ``outlast.open`` front, or itself)."""
+    backend = factory.backend if isinstance(factory, outlast.Store) else factory
+    assert isinstance(backend, PostgresStore), f"not a PostgreSQL store: {factory!r}"
+    return backend
+
+
+def url_of(store: PostgresStore) -> str:
+    """The URL another process passes to ``outlast.open`` to reach ``store``'s runs:
+    the same server and database (libpq parameters included) and the same schema."""
+    return with_options(store.config.conninfo, schema=store.schema)
+
+
+async def damage(store: PostgresStore, statement: sql.Composed, params: dict[str, Any]) -> None:
+    """Run ``statement`` on ``store``'s database; it must change exactly one row."""
+    config = store.config
+    async with await psycopg.AsyncConnection.connect(
+        config.conninfo, **config.connect_kwargs()
+    ) as conn:
+        cursor = await conn.execute(statement, params)
+        assert cursor.rowcount == 1, f"damaging a run changed {cursor.rowcount} rows, not 1"
+
+
+async def corrupt_record(store: PostgresStore, run_id: str, namespace: str) -> None:
+    """Make the run's record unparsable: its input is no longer JSON."""
+    statement = sql.SQL(
+        "UPDATE {} SET input = %(bad)s WHERE namespace = %(namespace)s AND run_id = %(run_id)s"
+    ).format(sql.Identifier(store.schema, "runs"))
+    await damage(store, statement, {"bad": NOT_JSON, "namespace": namespace, "run_id": run_id})
+
+
+async def corrupt_message(store: PostgresStore, run_id: str, namespace: str) -> None:
+    """Overwrite, in place, the first message of the run's current segment
+    (the segment is the number of completed phases)."""
+    statement = sql.SQL(
+        "UPDATE {messages} SET body = %(bad)s"
+        " WHERE namespace = %(namespace)s AND run_id = %(run_id)s AND seq = 0"
+        " AND segment = (SELECT count(*) FROM {phases}"
+        "                WHERE namespace = %(namespace)s AND run_id = %(run_id)s)"
+    ).format(
+        messages=sql.Identifier(store.schema, "messages"),
+        phases=sql.Identifier(store.schema, "phases"),
+    )
+    await damage(store, statement, {"bad": NOT_JSON, "namespace": namespace, "run_id": run_id})
 
 
 WAIT_LIMIT = 10.0

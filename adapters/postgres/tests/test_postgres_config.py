@@ -14,7 +14,8 @@ URL = "postgresql://alice:hunter2-secret@db.example:5433/app"
 def test_outlast_open_serves_both_url_schemes_without_connecting() -> None:
     for scheme in ("postgresql", "postgres"):
         store = outlast.open(f"{scheme}://alice:hunter2-secret@db.invalid/app")
-        assert isinstance(store, PostgresStore)
+        assert isinstance(store, outlast.Store)
+        assert isinstance(store.backend, PostgresStore)
 
 
 def test_backends_lists_postgres() -> None:

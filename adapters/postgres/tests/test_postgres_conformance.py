@@ -1,17 +1,19 @@
-"""The whole conformance suite against the real PostgreSQL server."""
+"""The whole conformance suite against the real PostgreSQL server.
+
+Every test shares the session's schema (the suite uses unique namespaces and
+run ids); racer processes reach it through :func:`postgres_support.url_of`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
-from postgres_support import with_options
-from psycopg import sql
+from postgres_support import corrupt_message, corrupt_record, postgres_store, url_of, with_options
 
 import outlast
-from outlast import CheckpointerFactory
+from outlast.adapter import CheckpointerFactory
 from outlast_conformance import Capabilities, ConformanceSuite
-from outlast_postgres import PostgresStore
 
 
 class TestPostgresConformance(ConformanceSuite):
@@ -27,24 +29,17 @@ class TestPostgresConformance(ConformanceSuite):
         await store.close()
 
     async def reopen(self, factory: CheckpointerFactory) -> CheckpointerFactory:
-        assert isinstance(factory, PostgresStore)
-        return PostgresStore(factory.config)
+        return outlast.open(self.url(factory))
 
-    async def corrupt(self, factory: CheckpointerFactory, run_id: str, namespace: str) -> None:
-        """Append a message that is not JSON to the run's current transcript segment."""
-        assert isinstance(factory, PostgresStore)
-        tables = {name: sql.Identifier(factory.schema, name) for name in ("messages", "phases")}
-        statement = sql.SQL(
-            """
-            WITH seg AS (SELECT count(*)::int AS n FROM {phases}
-                         WHERE namespace = %(ns)s AND run_id = %(id)s)
-            INSERT INTO {messages} (namespace, run_id, segment, seq, body)
-            SELECT %(ns)s, %(id)s, seg.n,
-                   coalesce((SELECT max(seq) + 1 FROM {messages}
-                             WHERE namespace = %(ns)s AND run_id = %(id)s AND segment = seg.n), 0),
-                   '{{not json'
-            FROM seg
-            """
-        ).format(**tables)
-        async with factory.connection("corrupting a run for a test") as conn:
-            await conn.execute(statement, {"ns": namespace, "id": run_id})
+    def url(self, factory: CheckpointerFactory) -> str:
+        return url_of(postgres_store(factory))
+
+    async def corrupt_record(
+        self, factory: CheckpointerFactory, run_id: str, namespace: str
+    ) -> None:
+        await corrupt_record(postgres_store(factory), run_id, namespace)
+
+    async def corrupt_message(
+        self, factory: CheckpointerFactory, run_id: str, namespace: str
+    ) -> None:
+        await corrupt_message(postgres_store(factory), run_id, namespace)

@@ -14,7 +14,7 @@ import pytest_asyncio
 from password_server import PASSWORD, password_server, server_binaries
 from postgres_support import unused_port, with_options
 
-from outlast import ConfigurationError, RunStart, StoreError, StoreUnavailable
+from outlast.adapter import ConfigurationError, RunStart, StoreError, StoreUnavailable
 from outlast_conformance.services import unavailable
 from outlast_postgres import PostgresStore
 
@@ -155,7 +155,7 @@ def test_a_key_value_dsn_is_rejected_without_echoing_it() -> None:
 @pytest.mark.asyncio
 async def test_libpq_parameters_in_the_url_reach_the_server(store_url: str) -> None:
     store = PostgresStore(store_url + "&options=-c%20statement_timeout%3D4321&application_name=w7")
-    async with store.connection("checking settings") as conn:
+    async with store.database.connection("checking settings") as conn:
         cursor = await conn.execute(
             "SELECT current_setting('statement_timeout'), current_setting('application_name')"
         )

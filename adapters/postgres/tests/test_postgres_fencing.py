@@ -4,22 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
 import psycopg
 import pytest
 import pytest_asyncio
-from postgres_support import wait_until
+from postgres_support import corrupt_message, corrupt_record, wait_until
 from psycopg import sql
 
-from outlast import (
-    CheckpointState,
-    CorruptCheckpoint,
-    LeaseLost,
-    Message,
-    RunStart,
-)
+from outlast.adapter import CheckpointState, CorruptCheckpoint, LeaseLost, Message, RunStart
 from outlast_postgres import PostgresStore
 
 RACERS = 8
@@ -201,21 +195,12 @@ async def test_deleting_a_run_while_it_saves_leaves_nothing_behind(
     assert loaded.state == CheckpointState()
 
 
-async def corrupt(db: psycopg.AsyncConnection[Any], schema: str, run_id: str) -> None:
-    await db.execute(
-        sql.SQL("UPDATE {} SET body = '{{oops' WHERE run_id = %s AND seq = 0").format(
-            sql.Identifier(schema, "messages")
-        ),
-        [run_id],
-    )
-
-
 @pytest.mark.asyncio
 async def test_a_corrupt_run_is_not_claimed(
     store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
 ) -> None:
     await interrupted_run(store, "bad")
-    await corrupt(db, schema, "bad")
+    await corrupt_message(store, "bad", "default")
     before = await rows(db, schema, "runs", "bad")
     with pytest.raises(CorruptCheckpoint, match="bad"):
         await store.claim("bad", owner="w", lease=30)
@@ -223,21 +208,119 @@ async def test_a_corrupt_run_is_not_claimed(
     assert [r.run_id for r in await store.interrupted()] == ["bad"]
 
 
+async def outcome(db: psycopg.AsyncConnection[Any], schema: str, run_id: str) -> tuple[Any, ...]:
+    """The run's (status, error, epoch) as stored (its record may not parse)."""
+    cursor = await db.execute(
+        sql.SQL("SELECT status, error::json #>> '{{}}', epoch FROM {} WHERE run_id = %s").format(
+            sql.Identifier(schema, "runs")
+        ),
+        [run_id],
+    )
+    row = await cursor.fetchone()
+    assert row is not None
+    return tuple(row)
+
+
 @pytest.mark.asyncio
-async def test_claim_next_leaves_corrupt_runs_and_claims_the_others(
+async def test_claim_next_quarantines_damaged_runs_and_claims_the_others(
     store: PostgresStore,
     db: psycopg.AsyncConnection[Any],
     schema: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    for run_id in ("a", "bad", "c"):
+    # Released in this order, so claimed oldest first: a, bad-message, bad-record, c.
+    for run_id in ("a", "bad-message", "bad-record", "c"):
         await interrupted_run(store, run_id)
-    await corrupt(db, schema, "bad")
+    await corrupt_message(store, "bad-message", "default")
+    await corrupt_record(store, "bad-record", "default")
     caplog.set_level(logging.WARNING, logger="outlast_postgres")
-    claims = await store.claim_next(owner="w", lease=30, limit=10)
-    assert sorted(c.record.run_id for c in claims) == ["a", "c"]
-    assert "'bad'" in caplog.text
-    assert [r.run_id for r in await store.interrupted()] == ["bad"]
+    # Damaged runs do not use up the limit: each is quarantined and the batch taken again.
+    claims = await store.claim_next(owner="w", lease=30, limit=2)
+    assert [c.record.run_id for c in claims] == ["a", "c"]
+    for run_id in ("bad-message", "bad-record"):
+        status, error, epoch = await outcome(db, schema, run_id)
+        assert (status, epoch) == ("failed", 2)
+        assert error.startswith(f"CorruptCheckpoint: run {run_id!r}")
+        assert f"{run_id!r}" in caplog.text
+    assert await store.interrupted() == []
+    assert await store.claim_next(owner="w", lease=30, limit=10) == []
+
+
+@pytest.mark.asyncio
+async def test_claim_next_counts_a_crash_for_an_expired_lease_not_for_a_release(
+    store: PostgresStore,
+) -> None:
+    await interrupted_run(store, "released")
+    await store.begin(RunStart(run_id="crashed", kind="k", lease=0.01))
+
+    async def expired() -> bool:
+        return "crashed" in {r.run_id for r in await store.interrupted()}
+
+    await wait_until(expired)
+    claims = await store.claim_next(owner="w2", lease=30, limit=10)
+    crashes = {c.record.run_id: (c.record.crashes, c.record.attempts) for c in claims}
+    assert crashes == {"released": (0, 2), "crashed": (1, 2)}
+
+
+@pytest.mark.asyncio
+async def test_interrupted_quarantines_damaged_records_and_still_fills_its_limit(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    for run_id in ("a-broken", "b-broken", "c-healthy", "d-healthy"):
+        await interrupted_run(store, run_id)
+    for run_id in ("a-broken", "b-broken"):
+        await corrupt_record(store, run_id, "default")
+    found = await store.interrupted(limit=2)
+    assert [r.run_id for r in found] == ["c-healthy", "d-healthy"]
+    assert [(await outcome(db, schema, r))[0] for r in ("a-broken", "b-broken")] == ["failed"] * 2
+
+
+async def lease_lost(write: Awaitable[None]) -> str:
+    with pytest.raises(LeaseLost) as caught:
+        await write
+    return caught.value.detail
+
+
+@pytest.mark.asyncio
+async def test_lease_lost_says_why_as_transitions_owned_does(store: PostgresStore) -> None:
+    claimed = await store.begin(RunStart(run_id="claimed", kind="k"))
+    await claimed.release()
+    assert await store.claim("claimed", owner="w2", lease=30) is not None
+    assert await lease_lost(claimed.renew()) == "epoch 2 owns it now"
+
+    done = await store.begin(RunStart(run_id="done", kind="k"))
+    await done.complete(None)
+    assert await lease_lost(done.release()) == "the run is completed"
+
+    deleted = await store.begin(RunStart(run_id="deleted", kind="k"))
+    await store.delete("deleted")
+    assert await lease_lost(deleted.save(CheckpointState())) == "the run was deleted"
+    await store.begin(RunStart(run_id="deleted", kind="k"))
+    assert await lease_lost(deleted.save(CheckpointState())) == (
+        "the run was deleted and begun again"
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_write_refused_by_a_claim_committed_while_it_waited_says_which_epoch_won(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    cp = await store.begin(RunStart(run_id="r", kind="k", lease=3600))
+    async with db.transaction():
+        # What a claim does, held open: the save below starts while the row still
+        # looks like its own, then waits for the row and finds epoch 2.
+        await db.execute(
+            sql.SQL("UPDATE {} SET epoch = epoch + 1 WHERE run_id = 'r'").format(
+                sql.Identifier(schema, "runs")
+            )
+        )
+        saving = asyncio.create_task(lease_lost(cp.save(CheckpointState(history(2)))))
+        await wait_until(lambda: blocked_by(db, db.info.backend_pid))
+    async with asyncio.timeout(HANG_GUARD):
+        assert await saving == "epoch 2 owns it now"
+    loaded = await store.load("r")
+    assert loaded is not None
+    assert loaded.state == CheckpointState()
 
 
 @pytest.mark.asyncio

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from psycopg import sql
 
 import outlast_postgres
-from outlast import RunStart, StoreError
+from outlast.adapter import CheckpointState, Message, RunStart, RunStatus, StoreError
 from outlast_postgres import SCHEMA_VERSION, PostgresStore
+from outlast_postgres import schema as migrations
 
 RACERS = 6
+EVERY_VERSION = [migration.version for migration in migrations.MIGRATIONS]
 
 
 async def versions(postgres_url: str, schema: str) -> list[int]:
@@ -44,7 +47,7 @@ async def test_migrate_creates_the_schema_and_running_it_again_changes_nothing(
     await store.begin(RunStart(run_id="kept", kind="k"))
     await store.migrate()
     await outlast_postgres.migrate(store_url)
-    assert await versions(postgres_url, schema) == [SCHEMA_VERSION]
+    assert await versions(postgres_url, schema) == EVERY_VERSION
     assert await store.load("kept") is not None
     await store.close()
 
@@ -54,7 +57,7 @@ async def test_first_use_migrates_lazily(postgres_url: str, store_url: str, sche
     store = PostgresStore(store_url)
     assert await tables(postgres_url, schema) == set()
     await store.begin(RunStart(run_id="r", kind="k"))
-    assert await versions(postgres_url, schema) == [SCHEMA_VERSION]
+    assert await versions(postgres_url, schema) == EVERY_VERSION
     await store.close()
 
 
@@ -64,7 +67,7 @@ async def test_concurrent_migrations_all_succeed_and_apply_once(
 ) -> None:
     stores = [PostgresStore(store_url, pool_min_size=0) for _ in range(RACERS)]
     await asyncio.gather(*(store.migrate() for store in stores))
-    assert await versions(postgres_url, schema) == [SCHEMA_VERSION]
+    assert await versions(postgres_url, schema) == EVERY_VERSION
     await asyncio.gather(*(store.close() for store in stores))
 
 
@@ -77,7 +80,7 @@ async def test_concurrent_first_uses_of_a_fresh_schema_all_succeed(
         *(store.begin(RunStart(run_id=f"r{i}", kind="k")) for i, store in enumerate(stores))
     )
     assert len((await stores[0].list()).records) == RACERS
-    assert await versions(postgres_url, schema) == [SCHEMA_VERSION]
+    assert await versions(postgres_url, schema) == EVERY_VERSION
     await asyncio.gather(*(store.close() for store in stores))
 
 
@@ -114,3 +117,65 @@ async def test_a_newer_schema_is_used_with_a_warning(
     await store.begin(RunStart(run_id="r", kind="k"))
     await store.close()
     assert "upgrade outlast-postgres" in caplog.text
+
+
+async def schema_at_version_1(postgres_url: str, schema: str) -> None:
+    """A schema as outlast-postgres 0.1 left it, holding a released run
+    ("released") and one whose owner died ("expired"), both at epoch 3."""
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        assert await migrations.migrate(conn, schema, target=1) == 1
+        insert = sql.SQL(
+            "INSERT INTO {} (namespace, run_id, kind, input, status, epoch, owner,"
+            " lease_seconds, lease_expires_at, attempts, format_version)"
+            " VALUES ('default', %s, 'k', '{{\"q\":1}}', 'running', 3, 'w', 30, %s, 3, 1)"
+        ).format(sql.Identifier(schema, "runs"))
+        await conn.execute(insert, ["released", None])
+        await conn.execute(insert, ["expired", datetime.now(UTC) - timedelta(hours=1)])
+
+
+@pytest.mark.asyncio
+async def test_a_version_1_schema_upgrades_and_its_runs_read_no_crashes_and_no_incarnation(
+    postgres_url: str, store_url: str, schema: str
+) -> None:
+    await schema_at_version_1(postgres_url, schema)
+    store = PostgresStore(store_url)
+    old = await store.load("released")  # first use: migrates
+    assert await versions(postgres_url, schema) == EVERY_VERSION
+    assert old is not None
+    record = old.record
+    assert (record.crashes, record.incarnation, record.lease) == (0, "", 30.0)
+    assert (record.epoch, record.attempts, record.input) == (3, 3, {"q": 1})
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_runs_of_a_version_1_schema_are_recovered_after_the_upgrade(
+    store_url: str, postgres_url: str, schema: str
+) -> None:
+    await schema_at_version_1(postgres_url, schema)
+    store = PostgresStore(store_url)
+    assert [r.run_id for r in await store.interrupted()] == ["expired", "released"]
+    expired = await store.claim("expired", owner="w2", lease=30)
+    released = await store.claim("released", owner="w2", lease=30)
+    assert expired is not None and released is not None
+    # The poison limit counts from the upgrade: an expired lease is a crash, a release is not.
+    assert (expired.record.crashes, released.record.crashes) == (1, 0)
+    # The checkpointer of a run begun before the upgrade holds the empty incarnation.
+    await released.checkpointer.save(CheckpointState((Message.user("after the upgrade"),)))
+    await released.checkpointer.complete("done")
+    done = await store.load("released")
+    assert done is not None
+    assert (done.record.status, done.record.result) == (RunStatus.COMPLETED, "done")
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_concurrent_upgrades_of_a_version_1_schema_all_succeed_and_apply_once(
+    postgres_url: str, store_url: str, schema: str
+) -> None:
+    await schema_at_version_1(postgres_url, schema)
+    stores = [PostgresStore(store_url, pool_min_size=0) for _ in range(RACERS)]
+    loaded = await asyncio.gather(*(store.load("released") for store in stores))
+    assert all(run is not None and run.record.crashes == 0 for run in loaded)
+    assert await versions(postgres_url, schema) == EVERY_VERSION
+    await asyncio.gather(*(store.close() for store in stores))

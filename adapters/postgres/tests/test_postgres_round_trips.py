@@ -13,7 +13,7 @@ import pytest_asyncio
 from postgres_support import RoundTripProxy
 from psycopg.conninfo import conninfo_to_dict
 
-from outlast import CheckpointState, Message, PhaseOutput, RunStart
+from outlast.adapter import CheckpointState, Message, PhaseOutput, RunStart
 from outlast_postgres import PostgresStore
 
 LONG = 10_000
@@ -58,13 +58,15 @@ async def test_every_checkpointer_write_is_one_round_trip(
 
 
 @pytest.mark.asyncio
-async def test_other_terminal_writes_are_one_round_trip(
+async def test_other_terminal_writes_and_quarantine_are_one_round_trip(
     store: PostgresStore, proxy: RoundTripProxy
 ) -> None:
     released = await store.begin(RunStart("released", "k"))
     assert (await proxy.count(released.release()))[1] == 1
     failed = await store.begin(RunStart("failed", "k"))
     assert (await proxy.count(failed.fail("boom")))[1] == 1
+    quarantined, trips = await proxy.count(store.quarantine("released", "CorruptCheckpoint: x"))
+    assert (quarantined, trips) == (True, 1)
 
 
 @pytest.mark.asyncio

@@ -10,14 +10,14 @@ import pytest
 import pytest_asyncio
 from psycopg import sql
 
-from outlast import (
+from outlast import ToolCall
+from outlast.adapter import (
     FORMAT_VERSION,
     CheckpointState,
     Message,
     PhaseOutput,
     RunStart,
     RunStatus,
-    ToolCall,
     codec,
 )
 from outlast_postgres import PostgresStore

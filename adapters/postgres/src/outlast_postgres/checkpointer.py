@@ -1,37 +1,42 @@
-"""One run's durable record in PostgreSQL, held at one epoch."""
+"""One run's durable record in PostgreSQL, held at one epoch of one incarnation."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from psycopg import sql
 
-from outlast.delta import SaveCursor
-from outlast.errors import LeaseLost
-from outlast.messages import JSON
-from outlast.ports import CheckpointState
+from outlast.adapter import JSON, CheckpointState, LeaseLost, SaveCursor
 from outlast_postgres import records
-
-if TYPE_CHECKING:
-    from outlast_postgres.store import PostgresStore
+from outlast_postgres.database import Database
 
 
 class PostgresCheckpointer:
     """A Checkpointer whose every write is one fenced statement (one round trip).
 
-    Each write updates the run's row only while it still holds this epoch and
-    is running; every other row the write touches is joined to that update in
-    the same statement, so a fenced writer raises LeaseLost having written
-    nothing. ``save`` writes only the delta since the last successful save.
+    Each write updates the run's row only while it is still the incarnation
+    this checkpointer began or claimed, holds its epoch and is running
+    (``transitions.owned``); every other row the write touches is joined to
+    that update in the same statement, so a fenced writer raises LeaseLost
+    having written nothing. ``save`` writes only the delta since the last
+    successful save.
     """
 
     def __init__(
-        self, store: PostgresStore, namespace: str, run_id: str, epoch: int, cursor: SaveCursor
+        self,
+        database: Database,
+        *,
+        namespace: str,
+        run_id: str,
+        epoch: int,
+        incarnation: str,
+        cursor: SaveCursor,
     ) -> None:
-        self._store = store
+        self._database = database
         self._namespace = namespace
         self._run_id = run_id
         self._epoch = epoch
+        self._incarnation = incarnation
         self._cursor = cursor
 
     def __repr__(self) -> str:
@@ -55,7 +60,7 @@ class PostgresCheckpointer:
     async def save(self, state: CheckpointState) -> None:
         delta = self._cursor.delta(state)
         await self._fenced(
-            self._store.statements.save,
+            self._database.statements.save,
             "saving",
             first_phase=delta.first_phase,
             phases=records.encode_phases(delta.phases),
@@ -68,29 +73,52 @@ class PostgresCheckpointer:
 
     async def complete(self, result: JSON) -> None:
         encoded = records.encode_json(result)
-        await self._fenced(self._store.statements.complete, "completing", result=encoded)
+        await self._fenced(self._database.statements.complete, "completing", result=encoded)
 
     async def fail(self, error: str) -> None:
         # A JSON string, so any text (NUL, lone surrogates) round-trips exactly.
         encoded = records.encode_json(error)
-        await self._fenced(self._store.statements.fail, "failing", error=encoded)
+        await self._fenced(self._database.statements.fail, "failing", error=encoded)
 
     async def release(self) -> None:
-        await self._fenced(self._store.statements.release, "releasing")
+        await self._fenced(self._database.statements.release, "releasing")
 
     async def renew(self) -> None:
-        await self._fenced(self._store.statements.renew, "renewing the lease of")
+        await self._fenced(self._database.statements.renew, "renewing the lease of")
 
     async def _fenced(self, statement: sql.Composed, verb: str, **params: Any) -> None:
-        params.update(namespace=self._namespace, run_id=self._run_id, epoch=self._epoch)
-        async with self._store.connection(f"{verb} run {self._run_id!r}") as conn:
+        params.update(
+            namespace=self._namespace,
+            run_id=self._run_id,
+            epoch=self._epoch,
+            incarnation=self._incarnation,
+        )
+        action = f"{verb} run {self._run_id!r}"
+        async with self._database.connection(action) as conn:
             cursor = await conn.execute(statement, params)
-            row = await cursor.fetchone()
-        owned, status = row if row is not None else (0, None)
-        if owned:
-            return
+            row = await cursor.fetchone() or (0, None, None, None)
+            if row[0]:
+                return
+            detail = self._refusal(row[1:])
+            if detail is None:
+                # The row changed between the statement's snapshot and the
+                # update's row lock (a claim or delete committed meanwhile):
+                # only the committed row can tell how. Never on the owned path.
+                cursor = await conn.execute(self._database.statements.ownership, params)
+                detail = self._refusal(await cursor.fetchone() or (None, None, None))
+        raise LeaseLost(self._run_id, self._epoch, detail or "")
+
+    def _refusal(self, seen: tuple[Any, ...]) -> str | None:
+        """Why the row ``(status, epoch, incarnation)`` (all None: no row) is
+        not this checkpointer's, in ``transitions.owned``'s words and order;
+        None when it looks owned."""
+        status, epoch, incarnation = seen
         if status is None:
-            raise LeaseLost(self._run_id, self._epoch, "the run was deleted")
+            return "the run was deleted"
+        if incarnation != self._incarnation:
+            return "the run was deleted and begun again"
+        if epoch != self._epoch:
+            return f"epoch {epoch} owns it now"
         if status != "running":
-            raise LeaseLost(self._run_id, self._epoch, f"the run is {status}")
-        raise LeaseLost(self._run_id, self._epoch)
+            return f"the run is {status}"
+        return None

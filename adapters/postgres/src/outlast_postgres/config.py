@@ -21,8 +21,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
-from outlast.errors import ConfigurationError
-from outlast.urls import query_options, redact
+from outlast.adapter import ConfigurationError, query_options, redact
 
 SCHEMES = ("postgresql", "postgres")
 

@@ -11,7 +11,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
-from outlast.errors import StoreError, StoreUnavailable
+from outlast.adapter import StoreError, StoreUnavailable
 from outlast_postgres.config import PostgresConfig
 
 

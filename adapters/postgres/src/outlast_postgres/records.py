@@ -13,22 +13,28 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from outlast import codec
-from outlast.errors import CorruptCheckpoint
-from outlast.messages import JSON, Message, PhaseOutput
-from outlast.ports import CheckpointState, RunRecord, RunStatus
+from outlast.adapter import (
+    JSON,
+    CheckpointState,
+    CorruptCheckpoint,
+    Message,
+    PhaseOutput,
+    RunRecord,
+    RunStatus,
+    codec,
+)
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 RUN_COLUMNS = (
     "{r}.run_id, {r}.namespace, {r}.kind, {r}.input, {r}.status, {r}.epoch, {r}.attempts, "
-    "{r}.owner, extract(epoch FROM {r}.lease_expires_at)::float8, "
+    "{r}.crashes, {r}.owner, {r}.lease_seconds, extract(epoch FROM {r}.lease_expires_at)::float8, "
     "extract(epoch FROM {r}.created_at)::float8, extract(epoch FROM {r}.updated_at)::float8, "
-    "{r}.result, {r}.error, {r}.format_version"
+    "{r}.result, {r}.error, {r}.incarnation, {r}.format_version"
 )
 """The columns :func:`record_from_row` reads, for a runs table aliased ``{r}``."""
 
-RUN_COLUMN_COUNT = 14
+RUN_COLUMN_COUNT = 17
 
 
 def storable(text: str) -> str:
@@ -60,12 +66,15 @@ def record_from_row(row: Sequence[Any]) -> RunRecord:
         status,
         epoch,
         attempts,
+        crashes,
         owner,
+        lease,
         lease_expires_at,
         created_at,
         updated_at,
         result_text,
         error_text,
+        incarnation,
         version,
     ) = row[:RUN_COLUMN_COUNT]
     codec.check_version(version, run_id)
@@ -81,12 +90,15 @@ def record_from_row(row: Sequence[Any]) -> RunRecord:
         status=run_status,
         epoch=epoch,
         attempts=attempts,
+        crashes=crashes,
         owner=owner,
+        lease=lease,
         lease_expires_at=lease_expires_at,
         created_at=created_at,
         updated_at=updated_at,
         result=None if result_text is None else codec.loads(result_text, run_id),
         error=None if error_text is None else _error(error_text, run_id),
+        incarnation=incarnation,
     )
 
 
@@ -106,3 +118,17 @@ def _error(text: str, run_id: str) -> str:
     if not isinstance(value, str):
         raise CorruptCheckpoint(run_id, "the stored error is not a JSON string")
     return value
+
+
+def sort_out(
+    rows: Sequence[Sequence[Any]],
+) -> tuple[list[RunRecord], list[tuple[str, CorruptCheckpoint]]]:
+    """The records of ``rows`` that parse, and the (run id, error) of those that do not."""
+    found: list[RunRecord] = []
+    damaged: list[tuple[str, CorruptCheckpoint]] = []
+    for row in rows:
+        try:
+            found.append(record_from_row(row))
+        except CorruptCheckpoint as exc:
+            damaged.append((row[0], exc))
+    return found, damaged

@@ -65,7 +65,7 @@ CREATE TABLE {schema}.phases (
 )
 """
 
-# The boot-recovery work list: running runs of a namespace, oldest lease first.
+# The boot-recovery work list of schema version 1: running runs, oldest lease first.
 _INTERRUPTED_INDEX = """
 CREATE INDEX runs_interrupted ON {schema}.runs (namespace, lease_expires_at NULLS FIRST, run_id)
 WHERE status = 'running'
@@ -75,6 +75,34 @@ WHERE status = 'running'
 _TERMINAL_INDEX = """
 CREATE INDEX runs_terminal ON {schema}.runs (namespace, updated_at)
 WHERE status <> 'running'
+"""
+
+
+# Version 2. Runs written at version 1 have crashed 0 times (crashes were not
+# told apart from releases then) and hold the empty incarnation, which their
+# checkpointers hold too. Adding a column with a constant default rewrites no
+# rows. IF [NOT] EXISTS keeps each statement idempotent on its own, should a
+# migrator ever meet a half-applied version (the advisory lock and the
+# version check already serialise them).
+_CRASHES = """
+ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS crashes integer NOT NULL DEFAULT 0
+"""
+
+_INCARNATION = """
+ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS incarnation text NOT NULL DEFAULT ''
+"""
+
+# The work list is now ordered by when a run became claimable (its lease's
+# expiry, or its release: the last write), ties by run id. Live leases sort
+# after every interrupted run, so an index scan stops after LIMIT rows.
+_DROP_INTERRUPTED_INDEX_1 = """
+DROP INDEX IF EXISTS {schema}.runs_interrupted
+"""
+
+_INTERRUPTED_ORDER_INDEX = """
+CREATE INDEX IF NOT EXISTS runs_interrupted_order
+ON {schema}.runs (namespace, (coalesce(lease_expires_at, updated_at)), run_id)
+WHERE status = 'running'
 """
 
 
@@ -91,19 +119,30 @@ MIGRATIONS: tuple[Migration, ...] = (
         "runs, append-only messages and phases, recovery and retention indexes",
         (_RUNS, _MESSAGES, _PHASES, _INTERRUPTED_INDEX, _TERMINAL_INDEX),
     ),
+    Migration(
+        2,
+        "runs count crashes and carry an incarnation; work list ordered by interrupted time",
+        (_CRASHES, _INCARNATION, _DROP_INTERRUPTED_INDEX_1, _INTERRUPTED_ORDER_INDEX),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
 """The schema version this package reads and writes."""
 
 
-async def migrate(conn: AsyncConnection[TupleRow], schema: str) -> int:
-    """Bring ``schema`` up to :data:`SCHEMA_VERSION` on ``conn`` (autocommit); return it.
+async def migrate(
+    conn: AsyncConnection[TupleRow], schema: str, *, target: int = SCHEMA_VERSION
+) -> int:
+    """Bring ``schema`` up to version ``target`` (default: :data:`SCHEMA_VERSION`)
+    on ``conn`` (autocommit); return the version it is at.
 
-    Idempotent, and safe to run from several processes at once.
+    Idempotent, and safe to run from several processes at once. A ``target``
+    below the current version changes nothing (there are no down migrations).
     """
+    if not 1 <= target <= SCHEMA_VERSION:
+        raise ValueError(f"target must be a schema version from 1 to {SCHEMA_VERSION}")
     current = await _current_version(conn, schema)
-    if current is not None and current >= SCHEMA_VERSION:
+    if current is not None and current >= target:
         if current > SCHEMA_VERSION:
             log.warning(
                 "schema %r is at version %d, newer than this outlast-postgres knows (%d); "
@@ -131,7 +170,7 @@ async def migrate(conn: AsyncConnection[TupleRow], schema: str) -> int:
         )
         applied = await _current_version(conn, schema) or 0
         for migration in MIGRATIONS:
-            if migration.version <= applied:
+            if not applied < migration.version <= target:
                 continue
             for statement in migration.statements:
                 await conn.execute(sql.SQL(statement).format(schema=sql.Identifier(schema)))
@@ -142,7 +181,7 @@ async def migrate(conn: AsyncConnection[TupleRow], schema: str) -> int:
                 [migration.version, migration.description],
             )
             log.info("schema %r: applied migration %d", schema, migration.version)
-    return SCHEMA_VERSION if applied < SCHEMA_VERSION else applied
+    return max(applied, target)
 
 
 async def _current_version(conn: AsyncConnection[TupleRow], schema: str) -> int | None:

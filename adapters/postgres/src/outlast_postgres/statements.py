@@ -3,12 +3,16 @@
 Values are always parameters; the schema is quoted by :mod:`psycopg.sql`.
 Times come from the server (``now()``), never from the client's clock.
 
+The statements mirror :mod:`outlast.transitions`, the run record's state
+machine: each names the transition it applies.
+
 The fenced writes (save, complete, fail, release, renew) are ONE statement
-each: a data-modifying CTE updates the run's row only if it still holds the
-writer's epoch and is running, and every other write of the statement is
-joined to that update, so a superseded epoch writes nothing. The statement
-returns whether the row was owned and, for the error message, the run's
-current status.
+each: a data-modifying CTE updates the run's row only while it is the
+writer's incarnation, holds the writer's epoch and is running
+(``transitions.owned``), and every other write of the statement is joined to
+that update, so a fenced writer writes nothing. The statement returns whether
+the row was owned and, for the LeaseLost message, the run's status, epoch and
+incarnation as the statement saw them.
 """
 
 from __future__ import annotations
@@ -42,24 +46,40 @@ _PROGRESS = """
           ORDER BY m.seq)
 """
 
+# transitions.begin: running, epoch 1, attempts 1, no crash, leased, a new
+# incarnation (drawn by the caller). The primary key is the atomic "exists".
 _BEGIN = """
 INSERT INTO {runs} (namespace, run_id, kind, input, status, epoch, owner, lease_seconds,
-                    lease_expires_at, attempts, format_version)
+                    lease_expires_at, attempts, crashes, incarnation, format_version)
 VALUES (%(namespace)s, %(run_id)s, %(kind)s, %(input)s, 'running', 1, %(owner)s,
-        %(lease)s::float8, now() + make_interval(secs => %(lease)s::float8), 1, %(version)s)
+        %(lease)s::float8, now() + make_interval(secs => %(lease)s::float8), 1, 0,
+        %(incarnation)s, %(version)s)
 ON CONFLICT (namespace, run_id) DO NOTHING
 RETURNING 1
 """
 
-_FENCED = """
+# transitions.owned, in SQL: the condition of every checkpointer write.
+_OWNED = """
+namespace = %(namespace)s AND run_id = %(run_id)s
+AND incarnation = %(incarnation)s AND epoch = %(epoch)s AND status = 'running'
+"""
+
+_FENCED = f"""
 WITH fenced AS (
-    UPDATE {runs} SET {assignments}
-    WHERE namespace = %(namespace)s AND run_id = %(run_id)s
-      AND epoch = %(epoch)s AND status = 'running'
+    UPDATE {{runs}} SET {{assignments}}
+    WHERE {_OWNED}
     RETURNING namespace, run_id
-){more}
-SELECT (SELECT count(*) FROM fenced),
-       (SELECT status FROM {runs} WHERE namespace = %(namespace)s AND run_id = %(run_id)s)
+){{more}}
+SELECT (SELECT count(*) FROM fenced), s.status, s.epoch, s.incarnation
+FROM (VALUES (1)) AS one (n)
+LEFT JOIN {{runs}} s ON s.namespace = %(namespace)s AND s.run_id = %(run_id)s
+"""
+
+# Why a fenced write was refused, when its own statement could not tell: the
+# row as committed now (see PostgresCheckpointer).
+_OWNERSHIP = """
+SELECT status, epoch, incarnation FROM {runs}
+WHERE namespace = %(namespace)s AND run_id = %(run_id)s
 """
 
 # Upserts, not plain inserts: a save whose commit the client never heard of
@@ -88,16 +108,28 @@ cleared_phases AS (
     WHERE p.namespace = f.namespace AND p.run_id = f.run_id
 )"""
 
+# transitions.is_interrupted: running, the lease released (NULL) or expired.
 _INTERRUPTED_RUNS = """
 r.namespace = %(namespace)s AND r.status = 'running'
 AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= now())
 """
 
+# transitions.interrupted_order: oldest first by when the run became claimable
+# (its lease's expiry, or the release, its last write), ties by run id. The
+# index runs_interrupted_order serves it.
+_INTERRUPTED_ORDER = "coalesce(r.lease_expires_at, r.updated_at), r.run_id"
+
+# transitions.claim: an expired lease (not NULL: not released) is a crash.
 _TAKE_OVER = """
-epoch = r.epoch + 1, attempts = r.attempts + 1, owner = %(owner)s,
+epoch = r.epoch + 1, attempts = r.attempts + 1,
+crashes = r.crashes + (r.lease_expires_at IS NOT NULL)::int, owner = %(owner)s,
 lease_seconds = %(lease)s::float8,
 lease_expires_at = now() + make_interval(secs => %(lease)s::float8), updated_at = now()
 """
+
+# A damaged run the caller has already dealt with (quarantined, or of a newer
+# format) is passed over, so it cannot use up a LIMIT.
+_NOT_SKIPPED = "NOT (r.run_id = ANY(%(skip)s::text[]))"
 
 _CLAIM = f"""
 UPDATE {{runs}} AS r SET {_TAKE_OVER}
@@ -110,9 +142,8 @@ RETURNING {{cols}}
 _CLAIM_NEXT = f"""
 WITH picked AS (
     SELECT r.namespace, r.run_id FROM {{runs}} r
-    WHERE {_INTERRUPTED_RUNS} AND r.format_version = %(version)s
-      AND NOT (r.run_id = ANY(%(skip)s::text[]))
-    ORDER BY r.lease_expires_at NULLS FIRST, r.run_id
+    WHERE {_INTERRUPTED_RUNS} AND r.format_version = %(version)s AND {_NOT_SKIPPED}
+    ORDER BY {_INTERRUPTED_ORDER}
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )
@@ -138,11 +169,23 @@ SELECT {{cols}}, {_PROGRESS}
 FROM {{runs}} r WHERE r.namespace = %(namespace)s AND r.run_id = %(run_id)s
 """
 
+# Records of a newer format version are not this store's to read: left out here.
 _INTERRUPTED = f"""
 SELECT {{cols}} FROM {{runs}} r
-WHERE {_INTERRUPTED_RUNS} AND r.format_version = %(version)s
-ORDER BY r.lease_expires_at NULLS FIRST, r.run_id
+WHERE {_INTERRUPTED_RUNS} AND r.format_version = %(version)s AND {_NOT_SKIPPED}
+ORDER BY {_INTERRUPTED_ORDER}
 LIMIT %(limit)s
+"""
+
+# transitions.quarantine: only an interrupted run of this format version;
+# failed, the epoch moved on (fencing any writer), the lease dropped; nothing
+# else changes, so what is stored stays for forensics.
+_QUARANTINE = f"""
+UPDATE {{runs}} AS r
+SET status = 'failed', error = %(error)s, epoch = r.epoch + 1, lease_expires_at = NULL,
+    updated_at = now()
+WHERE r.run_id = %(run_id)s AND r.format_version = %(version)s AND {_INTERRUPTED_RUNS}
+RETURNING 1
 """
 
 _LIST = """
@@ -199,12 +242,14 @@ class Statements:
     fail: sql.Composed
     release: sql.Composed
     renew: sql.Composed
+    ownership: sql.Composed
     claim: sql.Composed
     claim_next: sql.Composed
     claimed: sql.Composed
     claimed_one: sql.Composed
     load: sql.Composed
     interrupted: sql.Composed
+    quarantine: sql.Composed
     list_all: sql.Composed
     list_status: sql.Composed
     list_after: sql.Composed
@@ -247,12 +292,14 @@ class Statements:
                     "updated_at = now()"
                 )
             ),
+            ownership=c(_OWNERSHIP),
             claim=c(_CLAIM),
             claim_next=c(_CLAIM_NEXT),
             claimed=c(_CLAIMED),
             claimed_one=c(_CLAIMED + " AND r.run_id = %(run_id)s"),
             load=c(_LOAD),
             interrupted=c(_INTERRUPTED),
+            quarantine=c(_QUARANTINE),
             list_all=c(_LIST.replace("{filters}", "")),
             list_status=c(_LIST.replace("{filters}", _STATUS)),
             list_after=c(_LIST.replace("{filters}", _AFTER_CURSOR)),

@@ -1,54 +1,53 @@
-"""The PostgreSQL CheckpointerFactory: a connection pool, the schema, the runs.
+"""The PostgreSQL CheckpointerFactory: the runs of one schema.
 
-Opening a store never connects. The first operation connects once directly
-(so a wrong password, a missing database or an unreachable host surfaces as a
-clear :class:`~outlast.errors.StoreUnavailable` within ``connect_timeout``),
-brings the schema up to date, then opens the pool.
-
-Round trips per operation (counted in the tests): begin, save, complete,
-fail, release, renew, load, interrupted, list, delete and purge take one;
-claim and claim_next take two (the claim and the read of the claimed
-progress, pipelined; then the commit), whatever the transcript's length.
+Every write mirrors :mod:`outlast.transitions` in SQL (see
+:mod:`outlast_postgres.statements`). Round trips per operation (counted in
+the tests): begin, save, complete, fail, release, renew, quarantine, load,
+list, delete and purge take one; so does interrupted, unless it meets damaged
+records (each is quarantined, then the list is read again without it); claim
+and claim_next take two (the claim and the read of the claimed progress,
+pipelined; then the commit), whatever the transcript's length.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
 
-from outlast import codec
-from outlast.delta import SaveCursor
-from outlast.errors import CorruptCheckpoint, RunExists, StoreError
-from outlast.ports import (
+from outlast.adapter import (
     DEFAULT_NAMESPACE,
     CheckpointState,
     Claim,
+    CorruptCheckpoint,
     ResumeState,
+    RunExists,
     RunPage,
     RunRecord,
     RunStart,
     RunStatus,
+    SaveCursor,
     StoredRun,
-    validate_lease,
-    validate_start,
+    StoreError,
+    UnknownFormat,
+    codec,
+    ids,
+    transitions,
 )
-from outlast_postgres import records, schema
+from outlast_postgres import records
 from outlast_postgres.checkpointer import PostgresCheckpointer
 from outlast_postgres.config import PostgresConfig, parse
-from outlast_postgres.errors import translate
-from outlast_postgres.statements import Statements
+from outlast_postgres.database import Database
 
 log = logging.getLogger("outlast_postgres")
 
-Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
+# Module-level names: inside PostgresStore, ``list`` is its method.
+Claims = list[Claim]
+Damaged = list[tuple[str, CorruptCheckpoint]]
+"""Runs that do not parse: (run id, why)."""
 
 
 class PostgresStore:
@@ -64,92 +63,38 @@ class PostgresStore:
         if isinstance(url, PostgresConfig):
             if options:
                 raise TypeError("options go into the PostgresConfig, not next to it")
-            self._config = url
+            config = url
         else:
-            self._config = parse(url, options)
-        self.statements = Statements.for_schema(self._config.schema)
-        self._pool: Pool | None = None
-        self._opening = asyncio.Lock()
-        self._closed = False
+            config = parse(url, options)
+        self.database = Database(config)
+        """The pool and statements this store shares with its checkpointers."""
 
     def __repr__(self) -> str:
-        return f"PostgresStore({self._config.redacted_url!r}, schema={self._config.schema!r})"
+        return f"PostgresStore({self.config.redacted_url!r}, schema={self.config.schema!r})"
 
     @property
     def config(self) -> PostgresConfig:
-        return self._config
+        return self.database.config
 
     @property
     def schema(self) -> str:
-        return self._config.schema
-
-    # -- connections -------------------------------------------------------
-
-    @asynccontextmanager
-    async def connection(self, action: str) -> AsyncIterator[AsyncConnection[TupleRow]]:
-        """A pooled autocommit connection; psycopg errors leave as outlast errors.
-
-        ``action`` ("saving run 'x'") starts the message of any error.
-        """
-        try:
-            pool = await self._ready()
-            async with pool.connection() as conn:
-                yield conn
-        except psycopg.Error as exc:
-            raise translate(exc, action, self._config) from exc
-
-    async def _ready(self) -> Pool:
-        if self._pool is not None:
-            return self._pool
-        async with self._opening:
-            if self._closed:
-                raise StoreError(f"{self!r} was closed; open a new store")
-            if self._pool is None:
-                await self._migrate_directly()
-                pool: Pool = AsyncConnectionPool(
-                    self._config.conninfo,
-                    kwargs=self._config.connect_kwargs(),
-                    min_size=self._config.pool_min_size,
-                    max_size=self._config.pool_max_size,
-                    timeout=self._config.pool_timeout,
-                    name=f"outlast:{self._config.schema}",
-                    open=False,
-                )
-                try:
-                    await pool.open(wait=True, timeout=self._config.connect_timeout)
-                except BaseException:
-                    await pool.close()
-                    raise
-                self._pool = pool
-        return self._pool
-
-    async def _migrate_directly(self) -> int:
-        # A direct connection, not the pool: it raises libpq's own error (bad
-        # password, no such database) instead of retrying until a pool timeout.
-        conn = await AsyncConnection.connect(self._config.conninfo, **self._config.connect_kwargs())
-        async with conn:
-            return await schema.migrate(conn, self._config.schema)
+        return self.database.config.schema
 
     async def migrate(self) -> None:
         """Create or upgrade the schema (idempotent; safe from many processes at once).
 
         Also runs on first use; ``outlast migrate URL`` calls this.
         """
-        async with self.connection("migrating the schema") as conn:
-            await schema.migrate(conn, self._config.schema)
+        await self.database.migrate()
 
     async def close(self) -> None:
         """Close the pool; the store is unusable afterwards. Idempotent."""
-        async with self._opening:
-            self._closed = True
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            await pool.close()
+        await self.database.close()
 
     # -- CheckpointerFactory -----------------------------------------------
 
     async def begin(self, start: RunStart) -> PostgresCheckpointer:
-        validate_start(start)
+        incarnation = transitions.new_incarnation()
         params = {
             "namespace": start.namespace,
             "run_id": start.run_id,
@@ -157,23 +102,36 @@ class PostgresStore:
             "input": records.encode_json(start.input),
             "owner": start.owner,
             "lease": float(start.lease),
+            "incarnation": incarnation,
             "version": codec.FORMAT_VERSION,
         }
-        async with self.connection(f"beginning run {start.run_id!r}") as conn:
-            cursor = await conn.execute(self.statements.begin, params)
+        async with self.database.connection(f"beginning run {start.run_id!r}") as conn:
+            cursor = await conn.execute(self.database.statements.begin, params)
             created = await cursor.fetchone()
         if created is None:
             raise RunExists(start.run_id, start.namespace)
-        return PostgresCheckpointer(self, start.namespace, start.run_id, 1, SaveCursor())
+        return self._checkpointer(start.namespace, start.run_id, 1, incarnation, SaveCursor())
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
-        params = {"namespace": namespace, "limit": max(0, limit), "version": codec.FORMAT_VERSION}
-        async with self.connection(f"listing interrupted runs of {namespace!r}") as conn:
-            cursor = await conn.execute(self.statements.interrupted, params)
-            rows = await cursor.fetchall()
-        return _readable(rows)
+        skip: list[str] = []
+        async with self.database.connection(f"listing interrupted runs of {namespace!r}") as conn:
+            # Terminates: the list is read again only when it held a damaged
+            # record, which is then quarantined or skipped for good. A healthy
+            # work list is one read.
+            while True:
+                params = {
+                    "namespace": namespace,
+                    "limit": max(0, limit),
+                    "version": codec.FORMAT_VERSION,
+                    "skip": skip,
+                }
+                cursor = await conn.execute(self.database.statements.interrupted, params)
+                found, damaged = records.sort_out(await cursor.fetchall())
+                if not damaged:
+                    return found
+                skip += await self._set_aside(conn, namespace, damaged)
 
     async def claim(
         self,
@@ -183,22 +141,25 @@ class PostgresStore:
         lease: float,
         namespace: str = DEFAULT_NAMESPACE,
     ) -> Claim | None:
-        validate_lease(lease)
         params = {"namespace": namespace, "run_id": run_id, "owner": owner, "lease": float(lease)}
-        async with self.connection(f"claiming run {run_id!r}") as conn, conn.pipeline():
+        statements = self.database.statements
+        async with self.database.connection(f"claiming run {run_id!r}") as conn, conn.pipeline():
             # One flush: BEGIN, the conditional UPDATE and the read of the claimed
             # progress go out together and come back together.
             await conn.execute("BEGIN")
-            claimed = await conn.execute(self.statements.claim, params)
-            progress = await conn.execute(self.statements.claimed_one, params)
+            claimed = await conn.execute(statements.claim, params)
+            progress = await conn.execute(statements.claimed_one, params)
             bodies = await progress.fetchone()
             row = await claimed.fetchone()
-            # Decode before COMMIT: a corrupt run raises, the connection rolls
-            # the claim back and the run stays as it was.
-            found = None if row is None else records.record_from_row(row)
-            if found is not None and bodies is None:
-                raise StoreError(f"run {run_id!r}: claimed but its progress could not be read")
-            state = CheckpointState() if bodies is None else _state(run_id, bodies)
+            try:
+                # Decoded before COMMIT: a run that does not parse stays as it was.
+                found = None if row is None else records.record_from_row(row)
+                if found is not None and bodies is None:
+                    raise StoreError(f"run {run_id!r}: claimed but its progress could not be read")
+                state = CheckpointState() if bodies is None else _state(run_id, bodies)
+            except Exception:
+                await conn.execute("ROLLBACK")
+                raise
             await conn.execute("COMMIT")
         if found is None:
             return None
@@ -212,61 +173,42 @@ class PostgresStore:
         lease: float,
         limit: int = 1,
     ) -> list[Claim]:
-        """Claim up to ``limit`` interrupted runs at once, oldest lease first.
+        """Claim up to ``limit`` interrupted runs at once, oldest first (the
+        order of ``interrupted``).
 
         Batch recovery for worker loops: rows another worker is claiming at
         the same moment are skipped (``FOR UPDATE SKIP LOCKED``), so concurrent
-        workers get disjoint batches and never wait on each other. Runs whose
-        progress does not parse are logged and left unclaimed.
+        workers get disjoint batches and never wait on each other. Each claim
+        is ``transitions.claim`` (an expired lease counts a crash). A run whose
+        record or progress does not parse is quarantined (see
+        :meth:`quarantine`) and the batch is claimed again without it.
         """
-        validate_lease(lease)
+        ids.check_namespace(namespace)
+        ids.check_owner(owner)
+        lease = ids.check_lease(lease)
+        ids.check_limit(limit)
         skip: list[str] = []
-        # Terminates: a retry happens only when the batch held a corrupt run,
-        # and every retry skips at least one more of the finitely many.
-        while True:
-            claims, corrupt = await self._claim_batch(namespace, owner, lease, limit, skip)
-            if not corrupt:
-                return claims
-            skip.extend(corrupt)
+        async with self.database.connection(f"claiming interrupted runs of {namespace!r}") as conn:
+            # Terminates: a batch is claimed again only when it held a damaged
+            # run, which is then quarantined or skipped for good.
+            while True:
+                claims, damaged = await self._claim_batch(
+                    conn, namespace, owner, lease, limit, skip
+                )
+                if not damaged:
+                    return claims
+                skip += await self._set_aside(conn, namespace, damaged)
 
-    async def _claim_batch(
-        self, namespace: str, owner: str, lease: float, limit: int, skip: list[str]
-    ) -> tuple[list[Claim], list[str]]:
-        params = {
-            "namespace": namespace,
-            "owner": owner,
-            "lease": float(lease),
-            "limit": max(0, limit),
-            "skip": skip,
-            "version": codec.FORMAT_VERSION,
-        }
-        claims: list[Claim] = []
-        corrupt: list[str] = []
-        async with (
-            self.connection(f"claiming interrupted runs of {namespace!r}") as conn,
-            conn.pipeline(),
-        ):
-            await conn.execute("BEGIN")
-            claimed = await conn.execute(self.statements.claim_next, params)
-            progress = await conn.execute(self.statements.claimed, params)
-            bodies = {row[0]: row for row in await progress.fetchall()}
-            for row in await claimed.fetchall():
-                try:
-                    record = records.record_from_row(row)
-                    state = _state(record.run_id, bodies.get(record.run_id))
-                except CorruptCheckpoint as exc:
-                    log.warning("skipping run %r in claim_next: %s", row[0], exc)
-                    corrupt.append(row[0])
-                else:
-                    claims.append(self._claim(record, state))
-            # A corrupt run undoes the whole batch; the caller retries without it.
-            await conn.execute("ROLLBACK" if corrupt else "COMMIT")
-        return ([] if corrupt else claims), corrupt
+    async def quarantine(
+        self, run_id: str, reason: str, namespace: str = DEFAULT_NAMESPACE
+    ) -> bool:
+        async with self.database.connection(f"quarantining run {run_id!r}") as conn:
+            return await self._quarantine(conn, namespace, run_id, reason)
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
         params = {"namespace": namespace, "run_id": run_id}
-        async with self.connection(f"loading run {run_id!r}") as conn:
-            cursor = await conn.execute(self.statements.load, params)
+        async with self.database.connection(f"loading run {run_id!r}") as conn:
+            cursor = await conn.execute(self.database.statements.load, params)
             row = await cursor.fetchone()
         if row is None:
             return None
@@ -282,7 +224,9 @@ class PostgresStore:
         cursor: str | None = None,
     ) -> RunPage:
         limit = max(0, limit)
-        statement = self.statements.listing(status=status is not None, cursor=cursor is not None)
+        statement = self.database.statements.listing(
+            status=status is not None, cursor=cursor is not None
+        )
         params = {
             "namespace": namespace,
             "version": codec.FORMAT_VERSION,
@@ -291,7 +235,7 @@ class PostgresStore:
             # One more than asked: whether it exists says if there is a next page.
             "limit": limit + 1,
         }
-        async with self.connection(f"listing runs of {namespace!r}") as conn:
+        async with self.database.connection(f"listing runs of {namespace!r}") as conn:
             result = await conn.execute(statement, params)
             rows = await result.fetchall()
         more = len(rows) > limit
@@ -300,30 +244,110 @@ class PostgresStore:
 
     async def delete(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
         params = {"namespace": namespace, "run_id": run_id}
-        async with self.connection(f"deleting run {run_id!r}") as conn:
+        statements = self.database.statements
+        async with self.database.connection(f"deleting run {run_id!r}") as conn:
             # Two statements (see statements._DELETE_PROGRESS), one transaction,
             # one flush: the results are read once the pipeline is synced.
             async with conn.pipeline():
                 await conn.execute("BEGIN")
-                deleted = await conn.execute(self.statements.delete_run, params)
-                await conn.execute(self.statements.delete_progress, params)
+                deleted = await conn.execute(statements.delete_run, params)
+                await conn.execute(statements.delete_progress, params)
                 await conn.execute("COMMIT")
             found = await deleted.fetchone()
         return found is not None
 
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
         params = {"namespace": namespace, "older_than": float(older_than)}
-        async with self.connection(f"purging old runs of {namespace!r}") as conn:
-            cursor = await conn.execute(self.statements.purge, params)
+        async with self.database.connection(f"purging old runs of {namespace!r}") as conn:
+            cursor = await conn.execute(self.database.statements.purge, params)
             row = await cursor.fetchone()
         return int(row[0]) if row is not None else 0
 
+    # -- helpers -----------------------------------------------------------
+
+    async def _claim_batch(
+        self,
+        conn: AsyncConnection[TupleRow],
+        namespace: str,
+        owner: str,
+        lease: float,
+        limit: int,
+        skip: Sequence[str],
+    ) -> tuple[Claims, Damaged]:
+        """One claim_next attempt: the claims, or (all undone) the damaged runs."""
+        params = {
+            "namespace": namespace,
+            "owner": owner,
+            "lease": float(lease),
+            "limit": limit,
+            "skip": skip,
+            "version": codec.FORMAT_VERSION,
+        }
+        statements = self.database.statements
+        claims: Claims = []
+        damaged: Damaged = []
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            claimed = await conn.execute(statements.claim_next, params)
+            progress = await conn.execute(statements.claimed, params)
+            bodies = {row[0]: row for row in await progress.fetchall()}
+            for row in await claimed.fetchall():
+                try:
+                    record = records.record_from_row(row)
+                    state = _state(record.run_id, bodies.get(record.run_id))
+                except CorruptCheckpoint as exc:
+                    damaged.append((row[0], exc))
+                else:
+                    claims.append(self._claim(record, state))
+            # A damaged run undoes the whole batch; the caller claims again without it.
+            await conn.execute("ROLLBACK" if damaged else "COMMIT")
+        return ([] if damaged else claims), damaged
+
+    async def _set_aside(
+        self, conn: AsyncConnection[TupleRow], namespace: str, damaged: Damaged
+    ) -> Sequence[str]:
+        """Quarantine the damaged runs (those of a newer format are left
+        alone for a newer outlast); their ids, to skip from now on."""
+        for run_id, exc in damaged:
+            if isinstance(exc, UnknownFormat):
+                log.warning("skipping run %r of namespace %r: %s", run_id, namespace, exc.detail)
+                continue
+            reason = f"{type(exc).__name__}: {exc}"
+            if await self._quarantine(conn, namespace, run_id, reason):
+                log.error("quarantined run %r of namespace %r: %s", run_id, namespace, reason)
+        return [run_id for run_id, _ in damaged]
+
+    async def _quarantine(
+        self, conn: AsyncConnection[TupleRow], namespace: str, run_id: str, reason: str
+    ) -> bool:
+        params = {
+            "namespace": namespace,
+            "run_id": run_id,
+            # A JSON string, as every stored error (see PostgresCheckpointer.fail).
+            "error": records.encode_json(reason),
+            "version": codec.FORMAT_VERSION,
+        }
+        cursor = await conn.execute(self.database.statements.quarantine, params)
+        return await cursor.fetchone() is not None
+
     def _claim(self, record: RunRecord, state: CheckpointState) -> Claim:
         cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
-        checkpointer = PostgresCheckpointer(
-            self, record.namespace, record.run_id, record.epoch, cursor
+        checkpointer = self._checkpointer(
+            record.namespace, record.run_id, record.epoch, record.incarnation, cursor
         )
         return Claim(checkpointer, ResumeState(state.history, state.phases), record)
+
+    def _checkpointer(
+        self, namespace: str, run_id: str, epoch: int, incarnation: str, cursor: SaveCursor
+    ) -> PostgresCheckpointer:
+        return PostgresCheckpointer(
+            self.database,
+            namespace=namespace,
+            run_id=run_id,
+            epoch=epoch,
+            incarnation=incarnation,
+            cursor=cursor,
+        )
 
 
 def _state(run_id: str, bodies: TupleRow | None) -> CheckpointState:
@@ -335,10 +359,7 @@ def _state(run_id: str, bodies: TupleRow | None) -> CheckpointState:
 
 def _readable(rows: Sequence[TupleRow]) -> list[RunRecord]:
     """The records of ``rows`` that parse; the others are logged and skipped."""
-    found: list[RunRecord] = []
-    for row in rows:
-        try:
-            found.append(records.record_from_row(row))
-        except CorruptCheckpoint as exc:
-            log.warning("skipping unreadable run %r: %s", row[0], exc)
+    found, damaged = records.sort_out(rows)
+    for run_id, exc in damaged:
+        log.warning("skipping unreadable run %r: %s", run_id, exc.detail)
     return found
