@@ -19,7 +19,8 @@ import time
 import uuid
 
 import outlast
-from outlast import CheckpointState, Message, RunStart, ToolCall
+from outlast import Message, ToolCall
+from outlast.adapter import CheckpointState, RunStart, redact
 
 
 async def measure(url: str, steps: int) -> None:
@@ -43,7 +44,7 @@ async def measure(url: str, steps: int) -> None:
     await store.close()
     first = statistics.median(timings[:100]) * 1000
     last = statistics.median(timings[-100:]) * 1000
-    print(f"store: {outlast.redact(url)}")
+    print(f"store: {redact(url)}")
     print(f"saves: {steps} (transcript grows to {len(history)} messages)")
     print(f"median save, first 100: {first:.3f} ms; last 100: {last:.3f} ms")
     print(f"load of {len(history)} messages: {load_time * 1000:.1f} ms")
