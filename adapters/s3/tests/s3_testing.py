@@ -1,4 +1,5 @@
-"""S3 test support: a moto server on loopback, a fault-injecting proxy, constants.
+"""S3 test support: a moto server on loopback, a fault-injecting proxy, the
+damage the conformance suite asks for, constants.
 
 Test modules import these by this module's own name (conftest.py is not
 importable reliably when several packages' tests run in one pytest session).
@@ -7,10 +8,12 @@ importable reliably when several packages' tests run in one pytest session).
 from __future__ import annotations
 
 import http.client
+import json
 import threading
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlencode
 
 import boto3
 import botocore.exceptions
@@ -22,7 +25,12 @@ from moto.moto_server.werkzeug_app import (
 )
 from werkzeug.serving import BaseWSGIServer, make_server
 
+import outlast
+from outlast.adapter import CheckpointerFactory
 from outlast_conformance.services import unavailable
+from outlast_s3 import S3Store
+from outlast_s3.documents import decode_state
+from outlast_s3.progress import ProgressReader
 
 ENDPOINT_ENV = "OUTLAST_TEST_S3_ENDPOINT"
 BUCKET = "outlast-test"
@@ -35,6 +43,62 @@ FAKE_CREDENTIALS = {
 }
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+DAMAGE = "{not json"
+"""What the damage helpers write where JSON was."""
+
+
+def s3_store(store: CheckpointerFactory) -> S3Store:
+    """The S3Store behind what ``outlast.open`` returned."""
+    backend = store.backend if isinstance(store, outlast.Store) else store
+    assert isinstance(backend, S3Store), f"not an S3 store: {backend!r}"
+    return backend
+
+
+def url_of(store: S3Store) -> str:
+    """The URL, with every option, that opens ``store``'s bucket and prefix
+    elsewhere (another process: credentials come from its environment)."""
+    options = store.options
+    query = {
+        "region": options.region,
+        "endpoint_url": options.endpoint_url,
+        "sse": options.sse,
+        "sse_kms_key_id": options.sse_kms_key_id,
+        "max_workers": str(options.max_workers),
+        "compact_after": str(options.compact_after),
+        "addressing_style": options.addressing_style,
+    }
+    present = {name: value for name, value in query.items() if value is not None}
+    return f"s3://{options.bucket}/{options.prefix}?{urlencode(present)}"
+
+
+async def corrupt_record(store: S3Store, run_id: str, namespace: str) -> None:
+    """Overwrite the run's state object with bytes that are not JSON."""
+    key = store.layout.state(namespace, run_id)
+    assert await store.objects.get(key) is not None, f"no run {run_id!r} to damage"
+    await store.objects.put(key, DAMAGE.encode())
+
+
+async def corrupt_message(store: S3Store, run_id: str, namespace: str) -> None:
+    """Rewrite, in place, the object holding the first message of the run's
+    current transcript (a segment, or the compacted object) so that message
+    no longer parses; the rest of the object stays as it was."""
+    got = await store.objects.get(store.layout.state(namespace, run_id))
+    assert got is not None, f"no run {run_id!r} to damage"
+    run = decode_state(got.body, run_id)
+    progress = await ProgressReader(store.objects, store.layout).read(run, got.etag)
+    current = len(progress.state.phases)
+    keys = [run.compaction.key] if run.compaction is not None else []
+    for key in [*keys, *progress.data_keys]:
+        stored = await store.objects.get(key)
+        assert stored is not None, f"{key} vanished"
+        doc = json.loads(stored.body)
+        first = doc.get("first_message", 0)  # a compacted object starts at message 0
+        if doc["segment"] == current and first == 0 and doc["messages"]:
+            doc["messages"][0] = DAMAGE
+            await store.objects.put(key, json.dumps(doc).encode())
+            return
+    raise AssertionError(f"run {run_id!r} has no saved message in its current transcript")
 
 
 def _serialised(app: WSGIApp) -> WSGIApp:
@@ -86,6 +150,21 @@ def admin_client(endpoint: str) -> Any:
         region_name=REGION,
         config=Config(retries={"mode": "standard", "max_attempts": 1}),
     )
+
+
+def stored_objects(endpoint: str, prefix: str) -> dict[str, bytes]:
+    """Every object under ``prefix``: key -> body, read outside the store."""
+    client = admin_client(endpoint)
+    try:
+        found = {}
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", ()):
+                key = item["Key"]
+                found[key] = client.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        return found
+    finally:
+        client.close()
 
 
 def create_bucket(endpoint: str) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from s3_testing import BUCKET, admin_client
+from s3_testing import BUCKET, admin_client, s3_store
 
 import outlast
-from outlast import CheckpointState, Message, PhaseOutput, RunStart
-from outlast_s3 import S3Store
+from outlast.adapter import CheckpointState, Message, PhaseOutput, RunStart
 from outlast_s3.documents import decode_state
 from outlast_s3.layout import Layout
 from outlast_s3.objects import ObjectClient
@@ -80,8 +79,7 @@ async def test_compacted_run_resumes_across_phases_after_a_claim(s3_url: str) ->
 async def test_reader_holding_the_state_from_before_a_compaction_reads_again(
     s3_url: str,
 ) -> None:
-    store = outlast.open(s3_url, compact_after="3")
-    assert isinstance(store, S3Store)
+    store = s3_store(outlast.open(s3_url, compact_after="3"))
     objects = ObjectClient(store.options)
     layout = Layout(store.options.prefix)
     try:

@@ -1,15 +1,20 @@
-"""The whole conformance suite against the S3 store on moto (real HTTP)."""
+"""The whole conformance suite against the S3 store on moto (real HTTP).
+
+The racer processes of the multi-process tests open ``url()`` and take their
+credentials from the environment the session fixture set, which they inherit.
+The damage the suite asks for is done by s3_testing, on the bucket's objects.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from s3_testing import corrupt_message, corrupt_record, s3_store, url_of
 
 import outlast
-from outlast import CheckpointerFactory
+from outlast.adapter import CheckpointerFactory
 from outlast_conformance import Capabilities, ConformanceSuite
-from outlast_s3 import S3Store
 
 
 class TestS3Conformance(ConformanceSuite):
@@ -23,9 +28,17 @@ class TestS3Conformance(ConformanceSuite):
         await store.close()
 
     async def reopen(self, factory: CheckpointerFactory) -> CheckpointerFactory:
-        assert isinstance(factory, S3Store)
-        return S3Store(factory.options)
+        return outlast.open(self.url(factory))
 
-    async def corrupt(self, factory: CheckpointerFactory, run_id: str, namespace: str) -> None:
-        assert isinstance(factory, S3Store)
-        await factory.corrupt(run_id, namespace)
+    def url(self, factory: CheckpointerFactory) -> str:
+        return url_of(s3_store(factory))
+
+    async def corrupt_record(
+        self, factory: CheckpointerFactory, run_id: str, namespace: str
+    ) -> None:
+        await corrupt_record(s3_store(factory), run_id, namespace)
+
+    async def corrupt_message(
+        self, factory: CheckpointerFactory, run_id: str, namespace: str
+    ) -> None:
+        await corrupt_message(s3_store(factory), run_id, namespace)

@@ -7,10 +7,10 @@ retries of throttling/5xx would come on top and are not counted).
 from __future__ import annotations
 
 import pytest
+from s3_testing import s3_store
 
 import outlast
-from outlast import CheckpointState, Message, RunStart
-from outlast_s3 import S3Store
+from outlast.adapter import CheckpointState, Message, RunStart
 
 
 def _history(count: int) -> tuple[Message, ...]:
@@ -19,8 +19,7 @@ def _history(count: int) -> tuple[Message, ...]:
 
 @pytest.mark.asyncio
 async def test_requests_per_operation(s3_url: str) -> None:
-    store = outlast.open(s3_url)
-    assert isinstance(store, S3Store)
+    store = s3_store(outlast.open(s3_url))
     costs: dict[str, int] = {}
 
     async def measure(name: str, operation: object) -> None:
@@ -34,9 +33,10 @@ async def test_requests_per_operation(s3_url: str) -> None:
         before = store.requests
         checkpointer = await store.begin(RunStart(run_id="r", kind="k", owner="w"))
         costs["begin"] = store.requests - before
-        for count in range(1, 21):
+        for count in range(1, 20):
             await measure("save", checkpointer.save(CheckpointState(_history(count))))
             assert costs["save"] == 1, f"save {count} took {costs['save']} requests"
+        await measure("save of nothing new", checkpointer.save(CheckpointState(_history(19))))
         await measure("renew", checkpointer.renew())
         await measure("release", checkpointer.release())
         await measure("load (20 segments)", store.load("r"))
@@ -46,6 +46,15 @@ async def test_requests_per_operation(s3_url: str) -> None:
         assert claim is not None
         await measure("save after claim", claim.checkpointer.save(CheckpointState(_history(21))))
         await measure("complete", claim.checkpointer.complete("done"))
+        await measure("delete (completed after a claim)", store.delete("r"))
+        running = await store.begin(RunStart(run_id="d", kind="k", owner="w"))
+        for count in range(1, 4):
+            await running.save(CheckpointState(_history(count)))
+        await measure("delete (running, 3 segments)", store.delete("d"))
+        released = await store.begin(RunStart(run_id="q", kind="k", owner="w"))
+        await released.save(CheckpointState(_history(1)))
+        await released.release()
+        await measure("quarantine (released)", store.quarantine("q", "CorruptCheckpoint: x"))
     finally:
         await store.close()
     assert costs == {
@@ -54,6 +63,7 @@ async def test_requests_per_operation(s3_url: str) -> None:
         "first write of a factory": 4 + 2,
         "begin": 2,  # running marker + state object (If-None-Match)
         "save": 1,  # one segment PUT (If-None-Match), the fencing check included
+        "save of nothing new": 1,  # an empty segment: the same check, and updated_at
         "renew": 1,  # state PUT (If-Match)
         "release": 1,
         # state GET + segment LIST + 20 segment GETs (fetched in parallel)
@@ -63,13 +73,21 @@ async def test_requests_per_operation(s3_url: str) -> None:
         "claim (20 segments)": 25,
         "save after claim": 1,
         "complete": 2,  # state CAS + one DeleteObjects of segments and marker
+        # GET state, LIST, GET the claim's fence (kept), DELETE state (If-Match),
+        # DeleteObjects (the markers)
+        "delete (completed after a claim)": 5,
+        # GET state, LIST, GET the last segment, PUT a fence after it, DELETE
+        # state (If-Match), DeleteObjects (segments and marker)
+        "delete (running, 3 segments)": 6,
+        # GET state, state CAS, LIST, GET the last segment, PUT a fence after it,
+        # DeleteObjects (the marker)
+        "quarantine (released)": 6,
     }
 
 
 @pytest.mark.asyncio
 async def test_compacting_save_and_fail_costs(s3_url: str) -> None:
-    store = outlast.open(s3_url, compact_after="4")
-    assert isinstance(store, S3Store)
+    store = s3_store(outlast.open(s3_url, compact_after="4"))
     try:
         checkpointer = await store.begin(RunStart(run_id="r", kind="k", owner="w"))
         per_save = []
@@ -87,15 +105,14 @@ async def test_compacting_save_and_fail_costs(s3_url: str) -> None:
     # segments also writes the compacted object, swaps the state object and
     # deletes the folded segments (one DeleteObjects).
     assert per_save == [1, 1, 1, 1, 4, 1, 1, 1, 4, 1]
-    assert fail_cost == 2  # state CAS + delete the running marker
+    assert fail_cost == 2  # state CAS + one DeleteObjects of the running marker(s)
     assert loaded is not None
     assert loaded.state.history == _history(10)  # a failed run keeps its transcript
 
 
 @pytest.mark.asyncio
 async def test_interrupted_reads_only_the_running_index(s3_url: str) -> None:
-    store = outlast.open(s3_url)
-    assert isinstance(store, S3Store)
+    store = s3_store(outlast.open(s3_url))
     try:
         runs = [await store.begin(RunStart(run_id=f"r{i}", kind="k", owner="w")) for i in range(5)]
         for finished in runs[:3]:

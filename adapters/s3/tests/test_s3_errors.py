@@ -7,17 +7,16 @@ import socket
 import uuid
 
 import pytest
-from s3_testing import BUCKET, REGION, Fault, FaultProxy
+from s3_testing import BUCKET, REGION, Fault, FaultProxy, s3_store
 
 import outlast
-from outlast import (
+from outlast.adapter import (
     CheckpointState,
     ConfigurationError,
     Message,
     RunStart,
     StoreUnavailable,
 )
-from outlast_s3 import S3Store
 
 
 def _start() -> RunStart:
@@ -28,8 +27,7 @@ def _start() -> RunStart:
 async def test_throttled_segment_write_is_retried_and_lands(
     proxied_url: str, fault_proxy: FaultProxy
 ) -> None:
-    store = outlast.open(proxied_url)
-    assert isinstance(store, S3Store)
+    store = s3_store(outlast.open(proxied_url))
     try:
         checkpointer = await store.begin(_start())
         slow_down = fault_proxy.inject(Fault("PUT", "/seg/", 503, "SlowDown", times=2))

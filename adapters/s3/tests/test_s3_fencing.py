@@ -8,10 +8,10 @@ import uuid
 from typing import Any
 
 import pytest
-from s3_testing import BUCKET, admin_client
+from s3_testing import BUCKET, admin_client, s3_store
 
 import outlast
-from outlast import CheckpointState, LeaseLost, Message, RunExists, RunStart
+from outlast.adapter import CheckpointState, LeaseLost, Message, RunExists, RunStart
 from outlast_s3 import S3Checkpointer, S3Store
 from outlast_s3.layout import SegmentName
 
@@ -47,9 +47,8 @@ async def _begun(store: S3Store, *texts: str) -> S3Checkpointer:
 async def test_fenced_writer_hits_the_fence_and_writes_nothing(
     s3_url: str, s3_endpoint: str, s3_prefix: str
 ) -> None:
-    first = outlast.open(s3_url)
-    second = outlast.open(s3_url)
-    assert isinstance(first, S3Store) and isinstance(second, S3Store)
+    first = s3_store(outlast.open(s3_url))
+    second = s3_store(outlast.open(s3_url))
     try:
         old = await _begun(first, "a", "b")
         await old.release()
@@ -81,22 +80,27 @@ async def test_segment_landing_before_the_fence_counts_and_the_next_is_fenced(
 ) -> None:
     # The race a single PUT per save must survive: the old owner's segment
     # lands after the claimer took the state object but before its fence.
-    first = outlast.open(s3_url)
-    second = outlast.open(s3_url)
-    assert isinstance(first, S3Store) and isinstance(second, S3Store)
+    first = s3_store(outlast.open(s3_url))
+    second = s3_store(outlast.open(s3_url))
     try:
         old = await _begun(first, "a")
         await old.release()
-        real_put_fence = second._put_fence
+        stored = await first.load(old.run_id)
+        assert stored is not None
+        # The claimer's first fence goes where the old owner's next segment would.
+        fence_key = second.layout.segment(
+            "default", old.run_id, stored.record.incarnation, SegmentName(1, 1)
+        )
+        real_put = second.objects.put
         raced: list[bool] = []
 
-        async def late_save_then_fence(*args: Any) -> bool:
-            if not raced:
+        async def late_save_then_put(key: str, body: bytes, **conditions: Any) -> str:
+            if key == fence_key and not raced:
                 raced.append(True)
                 await old.save(CheckpointState(_messages("a", "late")))
-            return await real_put_fence(*args)
+            return await real_put(key, body, **conditions)
 
-        monkeypatch.setattr(second, "_put_fence", late_save_then_fence)
+        monkeypatch.setattr(second.objects, "put", late_save_then_put)
         claim = await second.claim(old.run_id, owner="second", lease=30)
         assert claim is not None
         with pytest.raises(LeaseLost):
@@ -111,9 +115,8 @@ async def test_segment_landing_before_the_fence_counts_and_the_next_is_fenced(
 
 @pytest.mark.asyncio
 async def test_fenced_writer_cannot_change_the_state_object(s3_url: str) -> None:
-    first = outlast.open(s3_url)
-    second = outlast.open(s3_url)
-    assert isinstance(first, S3Store) and isinstance(second, S3Store)
+    first = s3_store(outlast.open(s3_url))
+    second = s3_store(outlast.open(s3_url))
     try:
         old = await _begun(first, "a")
         await old.release()
@@ -134,10 +137,9 @@ async def test_fenced_writer_cannot_change_the_state_object(s3_url: str) -> None
 
 @pytest.mark.asyncio
 async def test_second_claim_fences_every_older_epoch(s3_url: str) -> None:
-    stores = [outlast.open(s3_url) for _ in range(3)]
-    assert all(isinstance(s, S3Store) for s in stores)
+    stores = [s3_store(outlast.open(s3_url)) for _ in range(3)]
     try:
-        first = await _begun(stores[0], "a")  # type: ignore[arg-type]
+        first = await _begun(stores[0], "a")
         await first.release()
         claim2 = await stores[1].claim(first.run_id, owner="2", lease=30)
         assert claim2 is not None
@@ -160,30 +162,35 @@ async def test_second_claim_fences_every_older_epoch(s3_url: str) -> None:
 
 @pytest.mark.asyncio
 async def test_begin_of_an_existing_run_is_a_conditional_write_conflict(s3_url: str) -> None:
-    store = outlast.open(s3_url)
+    store = s3_store(outlast.open(s3_url))
     try:
-        run = await _begun(store)  # type: ignore[arg-type]
+        run = await _begun(store)
         with pytest.raises(RunExists):
             await store.begin(RunStart(run_id=run.run_id, kind="k", owner="other"))
         loaded = await store.load(run.run_id)
+        markers = await store.objects.list_keys(store.layout.running_index("default"))
     finally:
         await store.close()
     assert loaded is not None
     assert loaded.record.owner == "first"
+    # The losing begin removed the marker it wrote (its own incarnation's key).
+    assert markers == [
+        store.layout.running_marker("default", run.run_id, loaded.record.incarnation)
+    ]
 
 
 @pytest.mark.asyncio
-async def test_deleted_and_begun_again_run_ignores_a_zombie_of_the_old_one(s3_url: str) -> None:
-    store = outlast.open(s3_url)
-    assert isinstance(store, S3Store)
+async def test_a_zombie_of_a_deleted_and_begun_again_run_is_fenced(s3_url: str) -> None:
+    store = s3_store(outlast.open(s3_url))
     try:
         zombie = await _begun(store, "old")
         assert await store.delete(zombie.run_id)
         fresh = await store.begin(RunStart(run_id=zombie.run_id, kind="k", owner="fresh"))
-        # The zombie's save lands in the deleted incarnation's folder: invisible.
-        await zombie.save(CheckpointState(_messages("old", "zombie")))
+        # The delete fenced the old incarnation where its next segment would go.
+        with pytest.raises(LeaseLost, match="the run was deleted"):
+            await zombie.save(CheckpointState(_messages("old", "zombie")))
         await fresh.save(CheckpointState(_messages("fresh")))
-        # Same run id, same epoch 1: the state object's incarnation tells them apart.
+        # Same run id, same epoch 1: the record's incarnation tells them apart.
         for write in (zombie.renew(), zombie.complete("zombie")):
             with pytest.raises(LeaseLost, match="deleted and begun again"):
                 await write

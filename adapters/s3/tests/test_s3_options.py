@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from s3_testing import BUCKET, REGION, admin_client
+from s3_testing import BUCKET, REGION, admin_client, s3_store, url_of
 
 import outlast
-from outlast import CheckpointState, ConfigurationError, Message, RunStart
-from outlast_s3 import S3Options, S3Store, parse_url
+from outlast.adapter import CheckpointState, ConfigurationError, Message, RunStart
+from outlast_s3 import S3Options, parse_url
 
 
 def test_url_and_query_options_are_parsed() -> None:
@@ -37,9 +37,19 @@ def test_keyword_options_win_over_the_query() -> None:
 
 
 def test_opening_by_url_gives_an_s3_store_without_connecting() -> None:
-    store = outlast.open("s3://bucket-that-is-never-contacted/p?region=us-east-1")
-    assert isinstance(store, S3Store)
+    store = s3_store(outlast.open("s3://bucket-that-is-never-contacted/p?region=us-east-1"))
     assert repr(store) == "S3Store('s3://bucket-that-is-never-contacted/p')"
+
+
+def test_the_url_racer_processes_open_carries_every_option() -> None:
+    store = s3_store(
+        outlast.open(
+            "s3://b-1/team/p?region=eu-west-1&endpoint_url=http://127.0.0.1:9000/x%20y"
+            "&sse=aws:kms&sse_kms_key_id=alias/runs&max_workers=4&compact_after=10"
+            "&addressing_style=path"
+        )
+    )
+    assert s3_store(outlast.open(url_of(store))).options == store.options
 
 
 def test_credentials_in_the_url_are_refused_without_echoing_the_secret() -> None:

@@ -116,11 +116,12 @@ def owned(record: RunRecord | None, epoch: int, incarnation: str, run_id: str = 
     """
     if record is None:
         raise LeaseLost(run_id, epoch, "the run was deleted")
-    if record.incarnation != incarnation:
+    same_run = record.incarnation == incarnation
+    if not same_run and record.status is RunStatus.RUNNING:
         raise LeaseLost(record.run_id, epoch, "the run was deleted and begun again")
-    if record.epoch != epoch:
+    if same_run and record.epoch != epoch:
         raise LeaseLost(record.run_id, epoch, f"epoch {record.epoch} owns it now")
-    if record.status is not RunStatus.RUNNING:
+    if record.status is not RunStatus.RUNNING:  # also a quarantined stub (no incarnation)
         raise LeaseLost(record.run_id, epoch, f"the run is {record.status.value}")
     return record
 

@@ -1,50 +1,73 @@
 """One run's durable record in S3, held at one epoch.
 
 ``save`` is one PUT of a new, immutable segment object at
-``<epoch>-<seq>`` with If-None-Match: *. A claimer fences the superseded epoch
-by writing a fence object at that epoch's next sequence number first, so the
-fenced writer's next segment PUT fails its precondition: it raises LeaseLost
-and nothing it wrote after the claim is ever read. Lease and status changes
-replace the small state object with If-Match on its ETag (compare-and-swap).
+``<epoch>-<seq>`` with If-None-Match: *. Whoever ends this writer's hold on
+the run (a claimer, a quarantine, a delete) first writes a fence object at
+this epoch's next sequence number, so the writer's next segment PUT fails its
+precondition: it raises LeaseLost and nothing it wrote after that is ever
+read. Lease and status changes apply :mod:`outlast.transitions` to the record
+and replace the small state object with If-Match on its ETag
+(compare-and-swap), re-reading it after a conflict.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 
-from outlast import codec
-from outlast.delta import SaveCursor
-from outlast.errors import LeaseLost, StoreError
-from outlast.messages import JSON
-from outlast.ports import CheckpointState, RunStatus
+from outlast.adapter import (
+    JSON,
+    CheckpointState,
+    CorruptCheckpoint,
+    LeaseLost,
+    RunRecord,
+    SaveCursor,
+    StoreError,
+    codec,
+    transitions,
+)
 from outlast_s3.documents import (
     Compaction,
+    Fence,
     RunState,
     Segment,
     Snapshot,
+    decode_segment_or_fence,
     decode_state,
     encode_segment,
     encode_snapshot,
     encode_state,
 )
 from outlast_s3.layout import Layout, SegmentName
-from outlast_s3.objects import ObjectClient, PreconditionFailed
+from outlast_s3.objects import ObjectClient, PreconditionFailed, StoredObject, best_effort
 
 log = logging.getLogger("outlast_s3")
 
 _CAS_ATTEMPTS = 5
 
+Change = Callable[[RunRecord | None, float], RunRecord]
+"""A transition given the stored record (None when the run is gone) and the
+clock: the record to store, or LeaseLost."""
+
+
+class _Keep(enum.Enum):
+    """``compaction=KEEP``: a state write that leaves the compacted object as is."""
+
+    KEEP = enum.auto()
+
+
+KEEP = _Keep.KEEP
+
 
 class S3Checkpointer:
     """A Checkpointer writing segments and compare-and-swapping the state object.
 
-    ``fences`` are the fence objects the claim found (kept when the run
-    completes, so a zombie of an older epoch stays fenced); ``data_keys`` the
-    segment objects that count, oldest first (compaction deletes them).
+    ``data_keys`` are the segment objects that count, oldest first
+    (compaction and completion delete them; fences are never among them).
     """
 
     def __init__(
@@ -63,12 +86,12 @@ class S3Checkpointer:
         self._run = run
         self._etag = etag
         self._epoch = run.record.epoch
+        self._incarnation = run.record.incarnation
         self._cursor = cursor
         self._next_seq = 0
         self._data_keys = list(data_keys)
         self._compact_after = compact_after
         self._writer = uuid.uuid4().hex
-        self._finished: RunStatus | None = None
 
     def __repr__(self) -> str:
         return f"S3Checkpointer(run_id={self.run_id!r}, epoch={self._epoch})"
@@ -86,16 +109,20 @@ class S3Checkpointer:
         return self._epoch
 
     async def save(self, state: CheckpointState) -> None:
+        # One segment PUT whatever the delta, an empty one too: taking the next
+        # key is both the ownership check (a fence holds it once this writer
+        # lost the run) and the record of the save's time, which readers take
+        # as the record's updated_at (the state object is not touched).
         delta = self._cursor.delta(state)
-        self._check_not_finished()
-        if delta.empty:
-            await self._verify_owner()
-            return
+        # Refused here, without a request, when this checkpointer ended the run.
+        saved = transitions.save(
+            self._run.record, self._epoch, self._incarnation, time.time(), self.run_id
+        )
         name = SegmentName(self._epoch, self._next_seq)
         body = encode_segment(
             Segment(
                 name=name,
-                at=time.time(),
+                at=saved.updated_at,
                 first_phase=delta.first_phase,
                 phases=delta.phases,
                 segment=delta.segment,
@@ -103,7 +130,7 @@ class S3Checkpointer:
                 messages=delta.messages,
             )
         )
-        key = self._layout.segment(self.namespace, self.run_id, self._run.incarnation, name)
+        key = self._layout.segment(self.namespace, self.run_id, self._incarnation, name)
         await self._put_segment(key, body)
         self._next_seq += 1
         self._data_keys.append(key)
@@ -113,59 +140,61 @@ class S3Checkpointer:
 
     async def complete(self, result: JSON) -> None:
         stored = codec.loads(codec.dumps(result), self.run_id)
-        now = time.time()
         compaction = self._run.compaction
         await self._write_state(
-            lambda run: replace(
-                run,
-                record=replace(
-                    run.record,
-                    status=RunStatus.COMPLETED,
-                    result=stored,
-                    lease_expires_at=None,
-                    updated_at=now,
-                ),
-                compaction=None,
-            )
+            lambda record, now: transitions.complete(
+                record, self._epoch, self._incarnation, stored, now, self.run_id
+            ),
+            compaction=None,
         )
-        self._finished = RunStatus.COMPLETED
-        await self._best_effort(
-            self._clear_progress(compaction), "clear the finished run's progress"
+        doomed = list(self._data_keys)
+        if compaction is not None:
+            doomed.append(compaction.key)
+        self._data_keys = []
+        # Fences stay: a zombie of an older epoch must keep failing.
+        await best_effort(
+            self._objects.delete([*doomed, *self._markers()]),
+            f"run {self.run_id!r}: clear the finished run's progress",
         )
 
     async def fail(self, error: str) -> None:
-        now = time.time()
         await self._write_state(
-            lambda run: replace(
-                run,
-                record=replace(
-                    run.record,
-                    status=RunStatus.FAILED,
-                    error=error,
-                    lease_expires_at=None,
-                    updated_at=now,
-                ),
+            lambda record, now: transitions.fail(
+                record, self._epoch, self._incarnation, error, now, self.run_id
             )
         )
-        self._finished = RunStatus.FAILED
-        marker = self._layout.running_marker(self.namespace, self.run_id)
-        await self._best_effort(self._objects.delete([marker]), "remove the running marker")
+        # The transcript stays for post-mortems; only the marker goes.
+        await best_effort(
+            self._objects.delete(self._markers()), f"run {self.run_id!r}: remove the marker"
+        )
 
     async def release(self) -> None:
-        now = time.time()
         await self._write_state(
-            lambda run: replace(
-                run, record=replace(run.record, lease_expires_at=None, updated_at=now)
+            lambda record, now: transitions.release(
+                record, self._epoch, self._incarnation, now, self.run_id
             )
         )
 
     async def renew(self) -> None:
-        now = time.time()
         await self._write_state(
-            lambda run: replace(
-                run, record=replace(run.record, lease_expires_at=now + run.lease, updated_at=now)
+            lambda record, now: transitions.renew(
+                record, self._epoch, self._incarnation, now, self.run_id
             )
         )
+
+    def _owned(self, record: RunRecord | None) -> RunRecord:
+        """``record``, or LeaseLost unless this checkpointer may write it."""
+        return transitions.owned(record, self._epoch, self._incarnation, self.run_id)
+
+    def _owned_unchanged(self, record: RunRecord | None, now: float) -> RunRecord:
+        """The change of a bookkeeping write (compaction): the record as it is."""
+        return self._owned(record)
+
+    def _markers(self) -> list[str]:
+        return [
+            self._layout.running_marker(self.namespace, self.run_id, self._incarnation),
+            self._layout.legacy_running_marker(self.namespace, self.run_id),
+        ]
 
     async def _put_segment(self, key: str, body: bytes) -> None:
         for _ in range(_CAS_ATTEMPTS):
@@ -178,48 +207,51 @@ class S3Checkpointer:
                 continue  # 409: a concurrent conditional write (a fence) lost; try again
             if existing.body == body:
                 return  # our own earlier attempt landed; botocore retried it
-            raise LeaseLost(self.run_id, self._epoch, "a claimer fenced this epoch")
+            raise LeaseLost(self.run_id, self._epoch, self._taken_by(existing, key))
         raise StoreError(f"run {self.run_id!r}: could not write segment {key!r}; try again")
 
-    async def _verify_owner(self) -> None:
-        got = await self._objects.get(self._layout.state(self.namespace, self.run_id))
-        if got is None:
-            raise LeaseLost(self.run_id, self._epoch, "the run was deleted")
-        self._check_current(decode_state(got.body, self.run_id))
+    def _taken_by(self, existing: StoredObject, key: str) -> str:
+        """Why the next segment's key is taken (LeaseLost's detail)."""
+        name = SegmentName.parse(key.rsplit("/", 1)[-1])
+        try:
+            found = None if name is None else decode_segment_or_fence(existing.body, "", name)
+        except CorruptCheckpoint:
+            found = None
+        if isinstance(found, Fence):
+            return found.explain()
+        return f"another writer took segment {key.rsplit('/', 1)[-1]}"
 
-    def _check_current(self, current: RunState) -> None:
-        if current.incarnation != self._run.incarnation:
-            raise LeaseLost(self.run_id, self._epoch, "the run was deleted and begun again")
-        if current.record.epoch != self._epoch:
-            raise LeaseLost(self.run_id, self._epoch, f"epoch {current.record.epoch} owns it")
-        if current.record.status is not RunStatus.RUNNING:
-            raise LeaseLost(self.run_id, self._epoch, f"the run is {current.record.status}")
-
-    def _check_not_finished(self) -> None:
-        if self._finished is not None:
-            raise LeaseLost(self.run_id, self._epoch, f"the run is {self._finished}")
-
-    async def _write_state(self, change: Callable[[RunState], RunState]) -> None:
-        """Compare-and-swap the state object, re-reading it after a conflict."""
-        self._check_not_finished()
+    async def _write_state(
+        self, change: Change, *, compaction: Compaction | _Keep | None = KEEP
+    ) -> None:
+        """Compare-and-swap the state object with ``change`` applied to its
+        record, re-reading it after a conflict (``change`` raises LeaseLost
+        when this checkpointer no longer owns the run)."""
         key = self._layout.state(self.namespace, self.run_id)
+        current: RunState | None = self._run
+        etag = self._etag
         for _ in range(_CAS_ATTEMPTS):
-            new = replace(change(self._run), rev=self._run.rev + 1, writer=self._writer)
+            record = change(None if current is None else current.record, time.time())
+            assert current is not None  # change() raised LeaseLost for a deleted run
+            new = replace(
+                current,
+                record=record,
+                compaction=current.compaction if compaction is KEEP else compaction,
+                rev=current.rev + 1,
+                writer=self._writer,
+            )
             body = encode_state(new)
             try:
-                etag = await self._objects.put(key, body, if_match=self._etag)
+                new_etag = await self._objects.put(key, body, if_match=etag)
             except PreconditionFailed:
                 got = await self._objects.get(key)
-                if got is None:
-                    raise LeaseLost(self.run_id, self._epoch, "the run was deleted") from None
-                if got.body == body:
+                if got is not None and got.body == body:
                     self._run, self._etag = new, got.etag  # our retried write landed
                     return
-                current = decode_state(got.body, self.run_id)
-                self._check_current(current)
-                self._run, self._etag = current, got.etag
+                current = None if got is None else decode_state(got.body, self.run_id)
+                etag = "" if got is None else got.etag
                 continue
-            self._run, self._etag = new, etag
+            self._run, self._etag = new, new_etag
             return
         raise StoreError(f"run {self.run_id!r}: its state kept changing; try again")
 
@@ -227,7 +259,7 @@ class S3Checkpointer:
         """Fold the segments into one object. Best effort: the save is already
         durable, so a failure is logged and compaction is tried at a later save."""
         previous = self._run.compaction
-        key = self._layout.compacted(self.namespace, self.run_id, self._run.incarnation, through)
+        key = self._layout.compacted(self.namespace, self.run_id, self._incarnation, through)
         snapshot = Snapshot(
             through=through,
             at=time.time(),
@@ -237,9 +269,16 @@ class S3Checkpointer:
         )
         try:
             await self._objects.put(key, encode_snapshot(snapshot), if_none_match=True)
-            await self._write_state(lambda run: replace(run, compaction=Compaction(key, through)))
         except (StoreError, PreconditionFailed) as exc:
             log.warning("run %r: compaction failed, will retry later: %s", self.run_id, exc)
+            return
+        try:
+            await self._write_state(self._owned_unchanged, compaction=Compaction(key, through))
+        except StoreError as exc:
+            log.warning("run %r: compaction failed, will retry later: %s", self.run_id, exc)
+            # Nothing points at the compacted object: remove it, so a delete
+            # racing this save leaves nothing behind.
+            await best_effort(self._objects.delete([key]), f"run {self.run_id!r}: remove {key}")
             return
         # Keep the segment at ``through`` itself: a reader holding the previous
         # state object then sees a gap and re-reads the state (see progress.py).
@@ -247,24 +286,6 @@ class S3Checkpointer:
         if previous is not None:
             doomed.append(previous.key)
         self._data_keys = self._data_keys[-1:]
-        await self._best_effort(self._objects.delete(doomed), "delete compacted segments")
-
-    async def _clear_progress(self, compaction: Compaction | None) -> None:
-        """After complete: delete segments and compacted state, keep fences."""
-        doomed = list(self._data_keys)
-        if compaction is not None:
-            doomed.append(compaction.key)
-        doomed.append(self._layout.running_marker(self.namespace, self.run_id))
-        self._data_keys = []
-        await self._objects.delete(doomed)
-
-    async def _best_effort(self, cleanup: Awaitable[None], what: str) -> None:
-        try:
-            await cleanup
-        except StoreError as exc:
-            log.warning(
-                "run %r: could not %s (harmless; deleting the run removes it): %s",
-                self.run_id,
-                what,
-                exc,
-            )
+        await best_effort(
+            self._objects.delete(doomed), f"run {self.run_id!r}: delete compacted segments"
+        )

@@ -3,8 +3,9 @@ format version (outlast.codec.FORMAT_VERSION), and ``"type"``.
 
 * ``state``: the small per-run object, replaced by compare-and-swap.
 * ``segment``: one save's delta (new phases, new messages), written once.
-* ``fence``: written by a claimer at the next sequence number of a superseded
-  epoch, so that epoch's next segment write fails its If-None-Match.
+* ``fence``: written at the next sequence number of an epoch whose writer
+  must stop (a claim superseded it, a quarantine or a delete ended the run),
+  so that writer's next segment write fails its If-None-Match.
 * ``compacted``: a run's whole resumable state up to one segment.
 
 Decoding anything unexpected raises CorruptCheckpoint naming the run.
@@ -16,10 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from outlast import codec
-from outlast.errors import CorruptCheckpoint
-from outlast.messages import JSON, Message, PhaseOutput
-from outlast.ports import RunRecord
+from outlast.adapter import JSON, CorruptCheckpoint, Message, PhaseOutput, RunRecord, codec
 from outlast_s3.layout import SegmentName
 
 T = TypeVar("T")
@@ -37,16 +35,17 @@ class Compaction:
 class RunState:
     """The per-run state object: the record plus storage bookkeeping.
 
-    ``incarnation`` names the folder of this run's segments; ``rev`` grows on
-    every write and ``writer`` names the process that wrote it, so a writer can
-    recognise its own write when a retried request reports a failed
-    precondition.
+    ``record.incarnation`` names the folder of this run's segments (the
+    record is the only place it is kept). ``compaction`` is the current
+    compacted object; ``damaged`` the key where a quarantine kept the bytes
+    of a state object that did not parse. ``rev`` grows on every write and
+    ``writer`` names the writer, so a retried request that reports a failed
+    precondition can recognise its own earlier write.
     """
 
     record: RunRecord
-    lease: float
-    incarnation: str
     compaction: Compaction | None = None
+    damaged: str | None = None
     rev: int = 1
     writer: str = ""
 
@@ -65,12 +64,26 @@ class Segment:
     messages: tuple[Message, ...]
 
 
+FENCE_CAUSES = ("claim", "quarantine", "delete")
+
+
 @dataclass(frozen=True, slots=True)
 class Fence:
-    """Marks that epoch ``name.epoch`` ends before sequence ``name.seq``."""
+    """Marks that epoch ``name.epoch`` ends before sequence ``name.seq``:
+    ``cause`` (one of FENCE_CAUSES) ended it; ``by_epoch`` is the run's epoch
+    then."""
 
     name: SegmentName
     by_epoch: int
+    cause: str = "claim"
+
+    def explain(self) -> str:
+        """Why the fenced writer lost the run (LeaseLost's detail)."""
+        if self.cause == "delete":
+            return "the run was deleted"
+        if self.cause == "quarantine":
+            return "the run was quarantined"
+        return f"epoch {self.by_epoch} claimed the run"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +102,6 @@ def encode_state(state: RunState) -> bytes:
         "v": codec.FORMAT_VERSION,
         "type": "state",
         **state.record.to_json(),
-        "lease": state.lease,
-        "incarnation": state.incarnation,
         "compaction": None
         if state.compaction is None
         else {
@@ -98,6 +109,7 @@ def encode_state(state: RunState) -> bytes:
             "epoch": state.compaction.through.epoch,
             "seq": state.compaction.through.seq,
         },
+        "damaged": state.damaged,
         "rev": state.rev,
         "writer": state.writer,
     }
@@ -105,21 +117,26 @@ def encode_state(state: RunState) -> bytes:
 
 
 def decode_state(body: bytes, run_id: str) -> RunState:
+    """The state object in ``body``. Raises CorruptCheckpoint when it does not
+    parse, UnknownFormat (a CorruptCheckpoint) when it is another format version.
+
+    Documents of outlast-s3 0.1 kept ``lease`` and ``incarnation`` beside the
+    record's fields under the same names, so the record reads them as its own.
+    """
     doc = _document(body, run_id, "state")
 
     def build() -> RunState:
         compaction = doc["compaction"]
-        record = RunRecord.from_json(doc)
+        damaged = doc.get("damaged")
         return RunState(
-            record=record,
-            lease=float(doc["lease"]),
-            incarnation=str(doc["incarnation"]),
+            record=RunRecord.from_json(doc),
             compaction=None
             if compaction is None
             else Compaction(
                 str(compaction["key"]),
                 SegmentName(_int(compaction["epoch"]), _int(compaction["seq"])),
             ),
+            damaged=None if damaged is None else str(damaged),
             rev=_int(doc["rev"]),
             writer=str(doc["writer"]),
         )
@@ -152,6 +169,7 @@ def encode_fence(fence: Fence) -> bytes:
             "epoch": fence.name.epoch,
             "seq": fence.name.seq,
             "by_epoch": fence.by_epoch,
+            "cause": fence.cause,
         }
     ).encode()
 
@@ -164,7 +182,10 @@ def decode_segment_or_fence(body: bytes, run_id: str, name: SegmentName) -> Segm
         if SegmentName(_int(doc["epoch"]), _int(doc["seq"])) != name:
             raise ValueError(f"object {name} holds segment {doc['epoch']}-{doc['seq']}")
         if doc["type"] == "fence":
-            return Fence(name, _int(doc["by_epoch"]))
+            cause = doc.get("cause", "claim")  # fences of outlast-s3 0.1 were all claims'
+            if cause not in FENCE_CAUSES:
+                raise ValueError(f"unknown fence cause {cause!r}")
+            return Fence(name, _int(doc["by_epoch"]), cause)
         return Segment(
             name=name,
             at=float(doc["at"]),

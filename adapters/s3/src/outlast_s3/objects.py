@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -22,13 +23,15 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from outlast.errors import ConfigurationError, StoreError, StoreUnavailable
+from outlast.adapter import ConfigurationError, StoreError, StoreUnavailable
 from outlast_s3.options import S3Options
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
 
 T = TypeVar("T")
+
+log = logging.getLogger("outlast_s3")
 
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
@@ -182,6 +185,22 @@ class ObjectClient:
 
         await self._run(call, f"delete {len(keys)} object(s)")
 
+    async def delete_if_match(self, key: str, etag: str) -> None:
+        """Delete ``key`` only while its ETag is ``etag`` (a conditional
+        DeleteObject, which S3 general purpose buckets honour since September
+        2025). Raises PreconditionFailed when it changed or is gone."""
+
+        def call(client: S3Client) -> None:
+            try:
+                client.delete_object(Bucket=self.bucket, Key=key, IfMatch=etag)
+            except botocore.exceptions.ClientError as exc:
+                code = _code(exc)
+                if code in _CONFLICT or code in _MISSING:
+                    raise PreconditionFailed(code) from exc
+                raise
+
+        await self._run(call, f"delete {key!r}")
+
     async def close(self) -> None:
         self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -266,6 +285,17 @@ class ObjectClient:
         if isinstance(exc, botocore.exceptions.BotoCoreError):
             return StoreUnavailable(f"{where}: could not {what}: {exc}")
         return StoreError(f"{where}: could not {what}: {type(exc).__name__}: {exc}")
+
+
+async def best_effort(cleanup: Awaitable[None], what: str) -> None:
+    """Await a cleanup whose failure is harmless (what it leaves behind is
+    never read): log the failure instead of raising it."""
+    try:
+        await cleanup
+    except StoreError as exc:
+        log.warning(
+            "outlast-s3: could not %s (harmless: what is left is never read): %s", what, exc
+        )
 
 
 def _code(exc: botocore.exceptions.ClientError) -> str:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from outlast.errors import ConfigurationError
-from outlast.urls import merge_options, redact
+from outlast.adapter import ConfigurationError, merge_options, redact
 
 SCHEME = "s3"
 

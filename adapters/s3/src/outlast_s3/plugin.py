@@ -6,9 +6,7 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any
 
-from outlast.hookspecs import hookimpl
-from outlast.ports import CheckpointerFactory
-from outlast.urls import BackendInfo, scheme_of
+from outlast.adapter import BackendInfo, CheckpointerFactory, hookimpl, scheme_of
 from outlast_s3.options import SCHEME, parse_url
 from outlast_s3.store import S3Store
 

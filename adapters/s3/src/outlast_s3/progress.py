@@ -22,11 +22,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from outlast.errors import CorruptCheckpoint, StoreError
-from outlast.messages import Message, PhaseOutput
-from outlast.ports import CheckpointState, RunStatus
+from outlast.adapter import (
+    CheckpointState,
+    CorruptCheckpoint,
+    Message,
+    PhaseOutput,
+    RunRecord,
+    RunStatus,
+    StoreError,
+)
 from outlast_s3.documents import (
     Fence,
     RunState,
@@ -48,7 +54,8 @@ NO_SEGMENT = SegmentName(0, -1)
 class Progress:
     """What a read found. ``next_seq`` is, per epoch that is not fenced, the
     sequence number its writer would use next; ``data_keys`` are the keys of
-    the counted segments (compaction and cleanup delete them)."""
+    the counted segments (compaction and cleanup delete them); ``saved_at``
+    is when the newest of them was written (0 when none)."""
 
     run: RunState
     etag: str
@@ -56,6 +63,16 @@ class Progress:
     next_seq: Mapping[int, int]
     fences: frozenset[SegmentName]
     data_keys: tuple[str, ...]
+    saved_at: float = 0.0
+
+    @property
+    def record(self) -> RunRecord:
+        """The run's record, its ``updated_at`` moved on by the saves: a save
+        is one segment object and leaves the state object alone."""
+        record = self.run.record
+        if self.saved_at <= record.updated_at:
+            return record
+        return replace(record, updated_at=self.saved_at)
 
 
 class _Changed(Exception):
@@ -103,8 +120,9 @@ class ProgressReader:
         record = run.record
         key = self._layout.state(record.namespace, record.run_id)
         for _ in range(_ATTEMPTS):
-            if run.record.status is RunStatus.COMPLETED:
-                # complete() cleared the progress (its cleanup may still be deleting).
+            if run.record.status is RunStatus.COMPLETED or not run.record.incarnation:
+                # complete() cleared the progress (its cleanup may still be
+                # deleting); a quarantine stub (no incarnation) has none.
                 return Progress(run, etag, CheckpointState(), {}, frozenset(), ())
             try:
                 return await self._read_once(run, etag)
@@ -121,7 +139,7 @@ class ProgressReader:
 
     async def _read_once(self, run: RunState, etag: str) -> Progress:
         record = run.record
-        prefix = self._layout.segments(record.namespace, record.run_id, run.incarnation)
+        prefix = self._layout.segments(record.namespace, record.run_id, record.incarnation)
         listed: dict[SegmentName, str] = {}
         for key in await self._objects.list_keys(prefix):
             name = SegmentName.parse(key[len(prefix) :])
@@ -152,6 +170,7 @@ class ProgressReader:
         fences: set[SegmentName] = set()
         fenced: set[int] = set()
         data_keys = [listed[base.through]] if base.through in listed else []
+        saved_at = base.at
         for name, obj in zip(wanted, objects, strict=True):
             if name.epoch in fenced:
                 continue  # nothing after a fence counts (and none should exist)
@@ -162,6 +181,7 @@ class ProgressReader:
                 fenced.add(name.epoch)
                 continue
             assembly.apply(obj, record.run_id)
+            saved_at = max(saved_at, obj.at)
             data_keys.append(listed[name])
             next_seq[name.epoch] = name.seq + 1
         open_epochs = {
@@ -176,6 +196,7 @@ class ProgressReader:
             next_seq=open_epochs,
             fences=frozenset(fences),
             data_keys=tuple(data_keys),
+            saved_at=saved_at,
         )
 
     async def _fetch(self, key: str, name: SegmentName, run_id: str) -> Segment | Fence:

@@ -1,9 +1,12 @@
 """``s3://bucket/prefix``: the S3 CheckpointerFactory.
 
-Lease expiry is judged by this process's clock (S3 has no server clock to
-ask). Safety does not depend on it: a claim is a compare-and-swap of the state
-object and fences the old epoch, so a stale writer is harmless whatever the
-clocks say; skew only makes a run count as abandoned early or late by the
+Every change of a record reads the state object, applies the transition of
+:mod:`outlast.transitions` to its record and writes the result with a
+compare-and-swap (If-Match on the ETag read), or with If-None-Match for a
+begin. Lease expiry is judged by this process's clock (S3 has no server clock
+to ask). Safety does not depend on it: a claim is a compare-and-swap of the
+state object and fences the old epoch, so a stale writer is harmless whatever
+the clocks say; skew only makes a run count as abandoned early or late by the
 skew between the workers' clocks.
 """
 
@@ -15,52 +18,54 @@ import logging
 import time
 import uuid
 from dataclasses import replace
-from typing import NoReturn
 
-from outlast import codec
-from outlast.delta import SaveCursor
-from outlast.errors import ConfigurationError, CorruptCheckpoint, RunExists, StoreError
-from outlast.ports import (
+from outlast.adapter import (
     DEFAULT_NAMESPACE,
-    CheckpointState,
     Claim,
+    CorruptCheckpoint,
     ResumeState,
+    RunExists,
     RunPage,
     RunRecord,
     RunStart,
     RunStatus,
+    SaveCursor,
     StoredRun,
-    validate_lease,
-    validate_start,
+    StoreError,
+    UnknownFormat,
+    codec,
+    transitions,
 )
 from outlast_s3.checkpointer import S3Checkpointer
-from outlast_s3.documents import (
-    Fence,
-    RunState,
-    decode_state,
-    encode_fence,
-    encode_state,
-)
-from outlast_s3.layout import Layout, SegmentName
-from outlast_s3.objects import ObjectClient, PreconditionFailed
+from outlast_s3.documents import RunState, decode_state, encode_state
+from outlast_s3.fences import Fences
+from outlast_s3.layout import Layout
+from outlast_s3.objects import ObjectClient, PreconditionFailed, StoredObject, best_effort
 from outlast_s3.options import S3Options
-from outlast_s3.progress import Progress, ProgressReader
+from outlast_s3.probe import ConditionalWritesProbe
+from outlast_s3.progress import ProgressReader
 
 log = logging.getLogger("outlast_s3")
 
 _MARKER = codec.dumps({"v": codec.FORMAT_VERSION, "type": "running-marker"}).encode()
-_FENCE_ATTEMPTS = 100
+_ATTEMPTS = 5
+"""Compare-and-swaps tried while the state object keeps changing under a
+quarantine or a delete (a renew, a release)."""
 
 
 class S3Store:
-    """A CheckpointerFactory keeping runs as objects in one S3 bucket."""
+    """A CheckpointerFactory keeping runs as objects in one S3 bucket.
+
+    ``objects`` (the bucket's client) and ``layout`` (the keys) are public
+    for the store's checkpointers, tools and tests.
+    """
 
     def __init__(self, options: S3Options) -> None:
         self.options = options
-        self._objects = ObjectClient(options)
-        self._layout = Layout(options.prefix)
-        self._conditional_writes_checked = False
-        self._probe_lock = asyncio.Lock()
+        self.objects = ObjectClient(options)
+        self.layout = Layout(options.prefix)
+        self._fences = Fences(self.objects, self.layout)
+        self._probe = ConditionalWritesProbe(self.objects, options)
 
     def __repr__(self) -> str:
         return f"S3Store({self.options.url!r})"
@@ -68,25 +73,29 @@ class S3Store:
     @property
     def requests(self) -> int:
         """S3 requests sent so far (botocore's automatic retries not counted)."""
-        return self._objects.requests
+        return self.objects.requests
 
     async def begin(self, start: RunStart) -> S3Checkpointer:
-        validate_start(start)
         stored_input = codec.loads(codec.dumps(start.input), start.run_id)
-        now = time.time()
-        record = RunRecord.begun(start, now, stored_input)
-        run = RunState(record, start.lease, incarnation=uuid.uuid4().hex, writer=uuid.uuid4().hex)
+        record = transitions.begin(start, stored_input, time.time())
+        run = RunState(record, writer=uuid.uuid4().hex)
         body = encode_state(run)
-        await self._check_conditional_writes()
-        key = self._layout.state(start.namespace, start.run_id)
+        await self._probe.ensure()
+        key = self.layout.state(start.namespace, start.run_id)
+        marker = self.layout.running_marker(start.namespace, start.run_id, record.incarnation)
         # The marker goes first: a crash between the two writes leaves a marker
         # without a run (skipped), never a running run that recovery cannot find.
-        await self._objects.put(self._layout.running_marker(start.namespace, start.run_id), _MARKER)
+        await self.objects.put(marker, _MARKER)
         try:
-            etag = await self._objects.put(key, body, if_none_match=True)
+            etag = await self.objects.put(key, body, if_none_match=True)
         except PreconditionFailed:
-            got = await self._objects.get(key)
+            got = await self.objects.get(key)
             if got is None or got.body != body:
+                # The marker is this begin's own (its key holds the new
+                # incarnation): no other run needs it.
+                await best_effort(
+                    self.objects.delete([marker]), f"run {start.run_id!r}: remove a marker"
+                )
                 raise RunExists(start.run_id, start.namespace) from None
             etag = got.etag  # our own write, retried by botocore after it landed
         return self._checkpointer(run, etag, SaveCursor(), ())
@@ -94,73 +103,114 @@ class S3Store:
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
-        index = self._layout.running_index(namespace)
-        run_ids = [
-            run_id
-            for key in await self._objects.list_keys(index)
-            if (run_id := self._layout.run_id_of_marker(namespace, key)) is not None
-        ]
+        index = self.layout.running_index(namespace)
+        run_ids = sorted(
+            {
+                run_id
+                for key in await self.objects.list_keys(index)
+                if (run_id := self.layout.run_id_of_marker(namespace, key)) is not None
+            }
+        )
+        gotten = await self._states(namespace, run_ids)
         now = time.time()
-        found = [
-            record
-            for record in await self._records(namespace, run_ids)
-            if record.status is RunStatus.RUNNING
-            and (record.lease_expires_at is None or record.lease_expires_at <= now)
-        ]
-        found.sort(key=lambda r: (r.lease_expires_at or 0.0, r.run_id))
+        found: list[RunRecord] = []
+        damaged: list[tuple[str, str]] = []  # (run id, why it does not parse)
+        for run_id, got in zip(run_ids, gotten, strict=True):
+            if got is None:
+                continue  # a begin in progress, or a marker a delete left behind
+            try:
+                record = decode_state(got.body, run_id).record
+            except UnknownFormat:
+                continue  # a newer outlast's: not ours to judge
+            except CorruptCheckpoint as exc:
+                damaged.append((run_id, f"{type(exc).__name__}: {exc}"))
+                continue
+            if transitions.is_interrupted(record, now):
+                found.append(record)
+        for run_id, reason in damaged:
+            try:
+                quarantined = await self.quarantine(run_id, reason, namespace)
+            except StoreError as exc:  # the healthy runs are still the work list
+                log.warning("could not quarantine run %r (next time then): %s", run_id, exc)
+                continue
+            if quarantined:
+                log.error("quarantined run %r in namespace %r: %s", run_id, namespace, reason)
+        found.sort(key=transitions.interrupted_order)
         return found[:limit]
 
     async def claim(
         self, run_id: str, *, owner: str, lease: float, namespace: str = DEFAULT_NAMESPACE
     ) -> Claim | None:
-        validate_lease(lease)
-        key = self._layout.state(namespace, run_id)
-        got = await self._objects.get(key)
+        key = self.layout.state(namespace, run_id)
+        got = await self.objects.get(key)
         if got is None:
             return None
         run = decode_state(got.body, run_id)
-        now = time.time()
-        expires = run.record.lease_expires_at
-        if run.record.status is not RunStatus.RUNNING or (expires is not None and expires > now):
+        claimed = transitions.claim(run.record, owner=owner, lease=lease, now=time.time())
+        if claimed is None:
             return None
-        await self._check_conditional_writes()
+        await self._probe.ensure()
         # Read (and so validate) the progress before taking the run: a corrupt
         # transcript raises here and leaves the record as it was.
-        reader = ProgressReader(self._objects, self._layout)
+        reader = ProgressReader(self.objects, self.layout)
         await reader.read(run, got.etag)
-        claimed = replace(
-            run,
-            record=replace(
-                run.record,
-                epoch=run.record.epoch + 1,
-                attempts=run.record.attempts + 1,
-                owner=owner,
-                lease_expires_at=now + lease,
-                updated_at=now,
-            ),
-            lease=lease,
-            rev=run.rev + 1,
-            writer=uuid.uuid4().hex,
-        )
+        taken = replace(run, record=claimed, rev=run.rev + 1, writer=uuid.uuid4().hex)
         try:
-            etag = await self._objects.put(key, encode_state(claimed), if_match=got.etag)
+            etag = await self.objects.put(key, encode_state(taken), if_match=got.etag)
         except PreconditionFailed:
             return None  # another claimer (or a renew, or a delete) got there first
-        progress = await self._fence(reader, claimed, etag)
+        progress = await self._fences.after_claim(reader, taken, etag)
         state = progress.state
         cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
         checkpointer = self._checkpointer(progress.run, progress.etag, cursor, progress.data_keys)
-        return Claim(checkpointer, ResumeState(state.history, state.phases), progress.run.record)
+        return Claim(checkpointer, ResumeState(state.history, state.phases), progress.record)
+
+    async def quarantine(
+        self, run_id: str, reason: str, namespace: str = DEFAULT_NAMESPACE
+    ) -> bool:
+        key = self.layout.state(namespace, run_id)
+        for _ in range(_ATTEMPTS):
+            got = await self.objects.get(key)
+            if got is None:
+                return False
+            try:
+                run = decode_state(got.body, run_id)
+            except UnknownFormat:
+                return False  # a newer outlast's: not ours to judge
+            except CorruptCheckpoint:
+                return await self._quarantine_damaged(namespace, run_id, reason, got)
+            failed = transitions.quarantine(run.record, reason, time.time())
+            if failed is None:
+                return False
+            await self._probe.ensure()
+            new = replace(run, record=failed, rev=run.rev + 1, writer=uuid.uuid4().hex)
+            if await self._swap(key, encode_state(new), got.etag):
+                break
+        else:
+            raise StoreError(f"run {run_id!r} kept changing while it was quarantined; try again")
+        # Stop the writers the quarantine superseded (the epoch it ended, and
+        # one a claimer that died mid-claim left unfenced).
+        await self._fences.seal(
+            namespace,
+            run_id,
+            incarnation=failed.incarnation,
+            epochs=range(_first_open_epoch(run), failed.epoch),
+            by_epoch=failed.epoch,
+            cause="quarantine",
+        )
+        await best_effort(
+            self.objects.delete(self._markers(namespace, run_id, {failed.incarnation})),
+            f"run {run_id!r}: remove the running marker",
+        )
+        return True
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
-        got = await self._objects.get(self._layout.state(namespace, run_id))
+        got = await self.objects.get(self.layout.state(namespace, run_id))
         if got is None:
             return None
         run = decode_state(got.body, run_id)
-        if run.record.status is RunStatus.COMPLETED:
-            return StoredRun(run.record, CheckpointState())
-        progress = await ProgressReader(self._objects, self._layout).read(run, got.etag)
-        return StoredRun(progress.run.record, progress.state)
+        progress = await ProgressReader(self.objects, self.layout).read(run, got.etag)
+        return StoredRun(progress.record, progress.state)
 
     async def list(
         self,
@@ -184,139 +234,115 @@ class S3Store:
         return RunPage(page, page[-1].run_id if more and page else None)
 
     async def delete(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
-        key = self._layout.state(namespace, run_id)
-        existed = await self._objects.get(key) is not None
-        # The state object goes first: from then on the run is gone for every
-        # reader, and the rest is cleanup.
-        await self._objects.delete([key])
-        folder = await self._objects.list_keys(self._layout.run(namespace, run_id))
-        await self._objects.delete([*folder, self._layout.running_marker(namespace, run_id)])
-        return existed
+        """Fence the run's writers, delete its state object (If-Match on the
+        ETag read, so a run begun again since is never removed), then the
+        deleted incarnation's own objects. Fences stay (see fences.py)."""
+        key = self.layout.state(namespace, run_id)
+        deleting: str | None = None  # the incarnation being deleted ("" for a stub)
+        seen = False
+        for _ in range(_ATTEMPTS):
+            got = await self.objects.get(key)
+            if got is None:
+                return seen
+            run = _parsed(got.body, run_id)
+            incarnation = None if run is None else run.record.incarnation
+            if seen and incarnation and incarnation != deleting:
+                return True  # ours is gone: this is a run begun again since
+            seen, deleting = True, incarnation
+            await self._probe.ensure()
+            sealed = await self._fences.seal(
+                namespace,
+                run_id,
+                incarnation=incarnation or None,
+                epochs=range(0) if run is None else _live_epochs(run),
+                by_epoch=0 if run is None else run.record.epoch,
+                cause="delete",
+            )
+            try:
+                await self.objects.delete_if_match(key, got.etag)
+            except PreconditionFailed:
+                continue  # it changed (a renew, a claim, a quarantine): look again
+            # From here the run is gone for every reader; what follows removes
+            # only keys of the deleted incarnation, which no new begin uses.
+            owned = {incarnation} if incarnation else sealed.incarnations
+            doomed = [*sealed.doomed, *self._markers(namespace, run_id, owned)]
+            if run is not None and run.damaged is not None:
+                doomed.append(run.damaged)
+            await self.objects.delete(doomed)
+            return True
+        raise StoreError(f"run {run_id!r} kept changing while it was deleted; try again")
 
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
-        cutoff = time.time() - older_than
+        now = time.time()
         records = await self._records(namespace, await self._run_ids(namespace))
-        doomed = [
-            r.run_id for r in records if r.status is not RunStatus.RUNNING and r.updated_at < cutoff
-        ]
+        doomed = [r.run_id for r in records if transitions.purgeable(r, older_than, now)]
         removed = await asyncio.gather(*(self.delete(run_id, namespace) for run_id in doomed))
         return sum(removed)
 
     async def close(self) -> None:
-        await self._objects.close()
+        await self.objects.close()
 
-    async def corrupt(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> None:
-        """Test helper: damage the run's saved transcript, leaving its state
-        object intact, so load and claim raise CorruptCheckpoint (what the
-        conformance suite's corrupt-record tests need)."""
-        got = await self._objects.get(self._layout.state(namespace, run_id))
-        if got is None:
-            raise StoreError(f"no run {run_id!r} in namespace {namespace!r} to corrupt")
-        run = decode_state(got.body, run_id)
-        progress = await ProgressReader(self._objects, self._layout).read(run, got.etag)
-        epoch = run.record.epoch
-        name = SegmentName(epoch, progress.next_seq.get(epoch, 0))
-        key = self._layout.segment(namespace, run_id, run.incarnation, name)
-        await self._objects.put(key, b"{not json")
-
-    async def _check_conditional_writes(self) -> None:
-        """Once per factory, before its first write: prove the endpoint honours
-        If-None-Match and If-Match. A store that silently ignores them would let
-        two claimers both win, so refuse to run on it."""
-        if self._conditional_writes_checked:
-            return
-        async with self._probe_lock:
-            if not self._conditional_writes_checked:  # another task may have probed
-                await self._probe_conditional_writes()
-            self._conditional_writes_checked = True
-
-    async def _probe_conditional_writes(self) -> None:
-        root = f"{self.options.prefix}/" if self.options.prefix else ""
-        key = f"{root}.outlast-probe-{uuid.uuid4().hex}"
-        await self._objects.put(key, _MARKER, if_none_match=True)
-        try:
-            if not await self._refused(key, if_none_match=True):
-                self._conditional_writes_missing("If-None-Match")
-            if not await self._refused(key, if_match=f'"{"0" * 32}"'):
-                self._conditional_writes_missing("If-Match")
-        finally:
-            await self._objects.delete([key])
-
-    async def _refused(
-        self, key: str, *, if_match: str | None = None, if_none_match: bool = False
+    async def _quarantine_damaged(
+        self, namespace: str, run_id: str, reason: str, got: StoredObject
     ) -> bool:
-        try:
-            await self._objects.put(key, _MARKER, if_match=if_match, if_none_match=if_none_match)
-        except PreconditionFailed:
-            return True
-        return False
-
-    def _conditional_writes_missing(self, header: str) -> NoReturn:
-        raise ConfigurationError(
-            f"the S3 endpoint of {self.options.url!r} ignored {header} on PutObject; "
-            "outlast-s3 needs S3 conditional writes (If-None-Match and If-Match) to fence "
-            "runs safely: use Amazon S3 or an S3-compatible store that supports them"
-        )
-
-    async def _fence(self, reader: ProgressReader, run: RunState, etag: str) -> Progress:
-        """Fence every superseded epoch not fenced yet, then read the progress.
-
-        A fence goes at the epoch's next sequence number. When it loses to the
-        old writer's late segment, that segment counts (its save returned
-        success) and the fence moves one further.
-        """
-        for _ in range(_FENCE_ATTEMPTS):
-            progress = await reader.read(run, etag)
-            if progress.run.record.epoch != run.record.epoch:
-                raise StoreError(f"run {run.record.run_id!r} was claimed again while claiming")
-            stale = {
-                epoch: seq for epoch, seq in progress.next_seq.items() if epoch < run.record.epoch
-            }
-            if not stale:
-                return progress
-            fences = [SegmentName(epoch, seq) for epoch, seq in stale.items()]
-            landed = await asyncio.gather(
-                *(self._put_fence(run.record, run.incarnation, name) for name in fences)
-            )
-            if all(landed):
-                # Nothing can have been written at or after a fence that landed
-                # where the old writer's next segment would go: this read is final.
-                return replace(
-                    progress,
-                    next_seq={e: s for e, s in progress.next_seq.items() if e not in stale},
-                    fences=progress.fences | set(fences),
-                )
-            # A fence lost to a late segment: read again; that segment counts
-            # (its save returned success) and the fence moves one further.
-        raise StoreError(
-            f"run {run.record.run_id!r}: could not fence the previous owner; try the claim again"
-        )
-
-    async def _put_fence(self, record: RunRecord, incarnation: str, name: SegmentName) -> bool:
-        key = self._layout.segment(record.namespace, record.run_id, incarnation, name)
-        body = encode_fence(Fence(name, by_epoch=record.epoch))
-        try:
-            await self._objects.put(key, body, if_none_match=True)
-        except PreconditionFailed:
+        """Replace a state object that does not parse by a failed stub
+        (:func:`outlast.transitions.quarantined_stub`), its bytes kept beside it."""
+        await self._probe.ensure()
+        copy = self.layout.damaged(namespace, run_id, uuid.uuid4().hex)
+        await self.objects.put(copy, got.body)
+        stub = transitions.quarantined_stub(run_id, namespace, reason, time.time())
+        body = encode_state(RunState(stub, damaged=copy, writer=uuid.uuid4().hex))
+        if not await self._swap(self.layout.state(namespace, run_id), body, got.etag):
+            # Changed meanwhile (another worker quarantined it, or it was deleted).
+            await best_effort(self.objects.delete([copy]), f"run {run_id!r}: remove a copy")
             return False
+        # Its incarnation and epoch were in the damaged bytes: fence every
+        # writer the listing shows, and remove those incarnations' markers.
+        sealed = await self._fences.seal(
+            namespace, run_id, incarnation=None, epochs=range(0), by_epoch=0, cause="quarantine"
+        )
+        await best_effort(
+            self.objects.delete(self._markers(namespace, run_id, sealed.incarnations)),
+            f"run {run_id!r}: remove the running markers",
+        )
         return True
+
+    async def _swap(self, key: str, body: bytes, etag: str) -> bool:
+        """Replace the state object at ``key`` if its ETag is still ``etag``."""
+        try:
+            await self.objects.put(key, body, if_match=etag)
+        except PreconditionFailed:
+            got = await self.objects.get(key)
+            return got is not None and got.body == body  # our write, retried after it landed
+        return True
+
+    def _markers(
+        self, namespace: str, run_id: str, incarnations: set[str] | frozenset[str]
+    ) -> builtins.list[str]:
+        """The running markers of ``incarnations``, and 0.1's marker of the run id."""
+        markers = [self.layout.running_marker(namespace, run_id, i) for i in sorted(incarnations)]
+        return [*markers, self.layout.legacy_running_marker(namespace, run_id)]
 
     async def _run_ids(self, namespace: str) -> builtins.list[str]:
         return [
             run_id
-            for folder in await self._objects.list_folders(self._layout.runs(namespace))
-            if (run_id := self._layout.run_id_of_folder(namespace, folder)) is not None
+            for folder in await self.objects.list_folders(self.layout.runs(namespace))
+            if (run_id := self.layout.run_id_of_folder(namespace, folder)) is not None
         ]
+
+    async def _states(
+        self, namespace: str, run_ids: builtins.list[str]
+    ) -> builtins.list[StoredObject | None]:
+        return await asyncio.gather(
+            *(self.objects.get(self.layout.state(namespace, run_id)) for run_id in run_ids)
+        )
 
     async def _records(
         self, namespace: str, run_ids: builtins.list[str]
     ) -> builtins.list[RunRecord]:
         """The records of ``run_ids`` in that order; absent and corrupt ones skipped."""
-        gotten = await asyncio.gather(
-            *(self._objects.get(self._layout.state(namespace, run_id)) for run_id in run_ids)
-        )
         records: builtins.list[RunRecord] = []
-        for run_id, got in zip(run_ids, gotten, strict=True):
+        for run_id, got in zip(run_ids, await self._states(namespace, run_ids), strict=True):
             if got is None:
                 continue
             try:
@@ -329,11 +355,32 @@ class S3Store:
         self, run: RunState, etag: str, cursor: SaveCursor, data_keys: tuple[str, ...]
     ) -> S3Checkpointer:
         return S3Checkpointer(
-            objects=self._objects,
-            layout=self._layout,
+            objects=self.objects,
+            layout=self.layout,
             run=run,
             etag=etag,
             cursor=cursor,
             data_keys=data_keys,
             compact_after=self.options.compact_after,
         )
+
+
+def _parsed(body: bytes, run_id: str) -> RunState | None:
+    """The state object, or None when it does not parse (of any format version)."""
+    try:
+        return decode_state(body, run_id)
+    except CorruptCheckpoint:
+        return None
+
+
+def _first_open_epoch(run: RunState) -> int:
+    """The oldest epoch whose writer may still write: segments before the
+    compacted object are never read, so epochs before it need no fence."""
+    return max(run.compaction.through.epoch, 1) if run.compaction is not None else 1
+
+
+def _live_epochs(run: RunState) -> range:
+    """The epochs a delete fences: every one a writer may still hold. A
+    finished run's own epoch is not one (its writer finished it)."""
+    last = run.record.epoch if run.record.status is RunStatus.RUNNING else run.record.epoch - 1
+    return range(_first_open_epoch(run), last + 1)
