@@ -27,7 +27,7 @@ from redis_testing import (
     wait_until,
 )
 
-from outlast.urls import redact
+from outlast.adapter import redact
 from outlast_conformance.services import service_url, unavailable
 
 REDIS_URL_ENV = "OUTLAST_TEST_REDIS_URL"

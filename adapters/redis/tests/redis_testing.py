@@ -1,5 +1,7 @@
 """Test helpers: throwaway redis-server processes (a Cluster, a password, no
-scripting), looking at the keys under a prefix, counting round trips.
+scripting), looking at the keys under a prefix, counting round trips, and
+the damage the conformance suite asks for (done to the keys from outside
+the store, as a failing disk or a careless operator would).
 
 Started from the installed ``redis-server`` binary on free loopback ports in a
 temporary directory, waited for by polling with a bounded timeout, and
@@ -8,18 +10,22 @@ terminated (by their own process ids) afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import redis
 
+import outlast
 from outlast import Message
+from outlast.adapter import CheckpointerFactory
 from outlast_redis import RedisStore
 
 STARTUP_TIMEOUT = 30.0
@@ -32,6 +38,25 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = STARTU
         if time.monotonic() > deadline:
             raise TimeoutError(f"gave up after {timeout}s waiting for {what}")
         time.sleep(0.05)
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], what: str, within: float = STARTUP_TIMEOUT
+) -> None:
+    """Await ``condition`` until it holds; fail naming ``what`` after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {within}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def purged(store: RedisStore, expected: int, namespace: str = "default") -> bool:
+    """Whether ``purge(0)`` removed ``expected`` runs. A run last written in
+    the server's current millisecond is not yet older than 0 seconds: retry."""
+    removed = await store.purge(0.0, namespace)
+    assert removed in (0, expected), f"purge(0) removed {removed} runs, expected {expected}"
+    return removed == expected
 
 
 def redis_server_binary() -> str | None:
@@ -189,3 +214,35 @@ class CommandCounter:
     def take(self) -> list[str]:
         taken, self.commands = self.commands, []
         return taken
+
+
+def redis_store(factory: CheckpointerFactory) -> RedisStore:
+    """The RedisStore behind ``factory`` (``outlast.open`` returns a front)."""
+    backend = factory.backend if isinstance(factory, outlast.Store) else factory
+    assert isinstance(backend, RedisStore)
+    return backend
+
+
+def url_of(store: RedisStore) -> str:
+    """The URL, with every option, that opens ``store``'s storage in another process."""
+    config = store.config
+    options: dict[str, Any] = {"prefix": config.prefix}
+    if config.cluster:
+        options["cluster"] = 1
+    if config.db is not None:
+        options["db"] = config.db
+    if config.completed_ttl_ms:
+        options["completed_ttl"] = config.completed_ttl_ms / 1000
+    options.update(config.client_options)
+    return f"{config.url}?{urlencode(options)}"
+
+
+async def corrupt_record(store: RedisStore, run_id: str, namespace: str) -> None:
+    """Damage the run's record: its input is no longer JSON (the transcript stays)."""
+    meta = store.run_keys(namespace, run_id).meta
+    assert await store.client.hset(meta, "input", "{not json") == 0, "the run has no record"
+
+
+async def corrupt_message(store: RedisStore, run_id: str, namespace: str) -> None:
+    """Overwrite, in place, the first stored message of the run's current segment."""
+    await store.client.lset(store.run_keys(namespace, run_id).messages, 0, "{not json")

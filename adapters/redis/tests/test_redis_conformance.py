@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from redis_testing import corrupt_message, corrupt_record, redis_store, url_of
 
 import outlast
-from outlast import CheckpointerFactory
+from outlast.adapter import CheckpointerFactory
 from outlast_conformance import Capabilities, ConformanceSuite
-from outlast_redis import RedisStore
 
 
 class _RedisSuite(ConformanceSuite):
@@ -17,12 +18,20 @@ class _RedisSuite(ConformanceSuite):
     capabilities = Capabilities()
 
     async def reopen(self, factory: CheckpointerFactory) -> CheckpointerFactory:
-        assert isinstance(factory, RedisStore)
-        return RedisStore(factory.config)
+        return outlast.open(self.url(factory))
 
-    async def corrupt(self, factory: CheckpointerFactory, run_id: str, namespace: str) -> None:
-        assert isinstance(factory, RedisStore)
-        await factory.corrupt(run_id, namespace)
+    def url(self, factory: CheckpointerFactory) -> str:
+        return url_of(redis_store(factory))
+
+    async def corrupt_record(
+        self, factory: CheckpointerFactory, run_id: str, namespace: str
+    ) -> None:
+        await corrupt_record(redis_store(factory), run_id, namespace)
+
+    async def corrupt_message(
+        self, factory: CheckpointerFactory, run_id: str, namespace: str
+    ) -> None:
+        await corrupt_message(redis_store(factory), run_id, namespace)
 
 
 class TestRedisConformance(_RedisSuite):
@@ -38,6 +47,6 @@ class TestRedisConformance(_RedisSuite):
 class TestRedisClusterConformance(_RedisSuite):
     @pytest_asyncio.fixture
     async def factory(self, cluster_url: str) -> AsyncIterator[CheckpointerFactory]:
-        store = outlast.open(cluster_url, cluster=True)
+        store = outlast.open(cluster_url, cluster=True, prefix=f"c{uuid.uuid4().hex[:8]}")
         yield store
         await store.close()

@@ -10,10 +10,18 @@ import pytest
 import pytest_asyncio
 import redis
 from redis.crc import key_slot
-from redis_testing import HISTORY, CommandCounter, free_port, keys_under
+from redis_testing import (
+    HISTORY,
+    CommandCounter,
+    corrupt_message,
+    eventually,
+    free_port,
+    keys_under,
+    purged,
+)
 
 import outlast
-from outlast import (
+from outlast.adapter import (
     CheckpointState,
     CheckpointStateError,
     ConfigurationError,
@@ -24,6 +32,7 @@ from outlast import (
     RunStart,
     RunStatus,
     SaveCursor,
+    StoredRun,
     StoreUnavailable,
 )
 from outlast_redis import RedisCheckpointer, RedisStore, open_redis
@@ -51,6 +60,21 @@ async def begin(store: RedisStore, lease: float = 30.0, namespace: str = "defaul
     return await store.begin(RunStart(run_id(), "test", {"n": 1}, namespace, "worker", lease))
 
 
+async def must_load(store: RedisStore, run_id: str, namespace: str = "default") -> StoredRun:
+    stored = await store.load(run_id, namespace)
+    assert stored is not None, f"run {run_id!r} is gone"
+    return stored
+
+
+async def checkpointer_like(store: RedisStore, run_id: str, cursor: SaveCursor) -> Any:
+    """A second checkpointer of the run at its epoch and incarnation, from ``cursor`` on."""
+    record = (await must_load(store, run_id)).record
+    keys = store.run_keys(record.namespace, run_id)
+    return RedisCheckpointer(
+        store.connection, keys, record.namespace, record.epoch, record.incarnation, cursor
+    )
+
+
 # Round trips -----------------------------------------------------------------
 
 
@@ -75,7 +99,7 @@ async def test_save_load_and_claim_take_a_constant_number_of_round_trips(
     await checkpointer.release()
     counter.take()
     claim = await store.claim(checkpointer.run_id, owner="other", lease=30.0)
-    assert counter.take() == ["EVALSHA", "ZADD"]  # the claim script, then the lease index
+    assert counter.take() == ["EVALSHA"]  # the claim script moves the lease index too
     assert claim is not None and claim.record.epoch == 2
 
 
@@ -123,11 +147,36 @@ async def test_a_fenced_checkpointer_writes_nothing(store: RedisStore) -> None:
 
 
 @pytest.mark.asyncio
+async def test_lease_lost_says_why_as_transitions_do(store: RedisStore) -> None:
+    claimed = await begin(store)
+    await claimed.release()
+    claim = await store.claim(claimed.run_id, owner="other", lease=30.0)
+    assert claim is not None
+    finished = await begin(store)
+    await finished.complete("done")
+    deleted = await begin(store)
+    await store.delete(deleted.run_id)
+    reborn = await begin(store)
+    await store.delete(reborn.run_id)
+    await store.begin(RunStart(reborn.run_id, "test"))
+
+    for checkpointer, detail in [
+        (claimed, "epoch 2 owns it now"),
+        (finished, "the run is completed"),
+        (deleted, "the run was deleted"),
+        (reborn, "the run was deleted and begun again"),
+    ]:
+        with pytest.raises(LeaseLost) as caught:
+            await checkpointer.save(CheckpointState(HISTORY))
+        assert caught.value.detail == detail
+
+
+@pytest.mark.asyncio
 async def test_a_save_retried_after_its_reply_was_lost_writes_it_once(store: RedisStore) -> None:
     checkpointer = await begin(store)
     await checkpointer.save(CheckpointState(HISTORY))
     # The same checkpointer as if the reply of that save never arrived.
-    retried = RedisCheckpointer(store, "default", checkpointer.run_id, 1, SaveCursor())
+    retried = await checkpointer_like(store, checkpointer.run_id, SaveCursor())
 
     await retried.save(CheckpointState(HISTORY))
 
@@ -140,7 +189,7 @@ async def test_a_save_that_skips_messages_is_refused_and_writes_nothing(
     store: RedisStore,
 ) -> None:
     checkpointer = await begin(store)
-    ahead = RedisCheckpointer(store, "default", checkpointer.run_id, 1, SaveCursor(messages=2))
+    ahead = await checkpointer_like(store, checkpointer.run_id, SaveCursor(messages=2))
 
     with pytest.raises(CheckpointStateError, match="0 messages stored"):
         await ahead.save(CheckpointState(HISTORY))
@@ -152,12 +201,12 @@ async def test_a_save_that_skips_messages_is_refused_and_writes_nothing(
 @pytest.mark.asyncio
 async def test_a_write_replayed_by_a_client_retry_answers_ok(store: RedisStore) -> None:
     checkpointer = await begin(store)
-    scripts = await store.ready()
+    incarnation = (await must_load(store, checkpointer.run_id)).record.incarnation
     keys = store.run_keys("default", checkpointer.run_id).all()
-    args: list[str | int] = [1, '"done"', 0, "token-1"]
+    args: list[str | int] = [checkpointer.run_id, 1, incarnation, '"done"', 0, "token-1"]
 
-    first = await scripts.complete(keys=keys, args=args)
-    again = await scripts.complete(keys=keys, args=args)  # as redis-py retries it
+    first = await store.connection.run("complete", keys, args)
+    again = await store.connection.run("complete", keys, args)  # as redis-py retries it
 
     assert first == again == [b"ok"]
     with pytest.raises(LeaseLost, match="completed"):  # a genuinely second complete
@@ -180,17 +229,14 @@ async def test_a_corrupt_run_is_handed_back_unclaimed(store: RedisStore, raw: re
     checkpointer = await begin(store)
     await checkpointer.save(CheckpointState(HISTORY))
     await checkpointer.release()
-    await store.corrupt(checkpointer.run_id)
-    meta = store.run_keys("default", checkpointer.run_id).meta
-    before = raw.hgetall(meta)
+    await corrupt_message(store, checkpointer.run_id, "default")
+    keys = store.run_keys("default", checkpointer.run_id)
+    before = (raw.hgetall(keys.meta), raw.zscore(keys.leases, checkpointer.run_id))
 
     with pytest.raises(CorruptCheckpoint):
         await store.claim(checkpointer.run_id, owner="other", lease=30.0)
 
-    after = raw.hgetall(meta)
-    assert {k: v for k, v in after.items() if k != b"op"} == {
-        k: v for k, v in before.items() if k != b"op"
-    }
+    assert (raw.hgetall(keys.meta), raw.zscore(keys.leases, checkpointer.run_id)) == before
 
 
 # Keys ------------------------------------------------------------------------
@@ -216,7 +262,8 @@ async def test_purge_leaves_no_key_behind(store: RedisStore, redis_url: str, pre
     await done.save(CheckpointState(HISTORY))
     await done.complete({"answer": 42})
 
-    assert await store.purge(0.0) == 1
+    # purge(0) removes runs last updated before this millisecond: wait for the next.
+    await eventually(lambda: purged(store, 1), "purge(0) to remove the completed run")
 
     assert keys_under(redis_url, prefix) == []
 
@@ -231,8 +278,7 @@ async def test_complete_keeps_only_the_small_record(
     await checkpointer.complete({"answer": 42})
 
     keys = store.run_keys("default", checkpointer.run_id)
-    index = store.namespace_keys("default")
-    assert keys_under(redis_url, prefix) == sorted([keys.meta.encode(), index.runs.encode()])
+    assert keys_under(redis_url, prefix) == sorted([keys.meta.encode(), keys.runs.encode()])
 
 
 @pytest.mark.asyncio
@@ -256,16 +302,19 @@ async def test_completed_ttl_lets_the_terminal_record_expire(
 
 
 @pytest.mark.asyncio
-async def test_the_keys_of_a_run_share_one_slot_and_never_another_runs(
+async def test_every_key_of_a_namespace_shares_one_slot_and_never_another_runs(
     store: RedisStore,
 ) -> None:
     first = store.run_keys("a:b", "c")
     second = store.run_keys("a", "b:c")
     braces = store.run_keys("{x}", "}{")
+    sibling = store.run_keys("a:b", "d")
 
     for keys in (first, second, braces):
         assert len({key_slot(key.encode()) for key in keys.all()}) == 1
+    assert key_slot(first.meta.encode()) == key_slot(sibling.meta.encode())
     assert set(first.all()).isdisjoint(second.all())
+    assert set(first.own()).isdisjoint(sibling.own())
 
     one = await store.begin(RunStart("c", "test", 1, "a:b"))
     two = await store.begin(RunStart("b:c", "test", 2, "a"))
@@ -275,61 +324,128 @@ async def test_the_keys_of_a_run_share_one_slot_and_never_another_runs(
     assert two.epoch == 1
 
 
+@pytest.mark.asyncio
+async def test_a_record_too_damaged_to_read_is_replaced_by_a_stub_and_kept_beside_it(
+    store: RedisStore, raw: redis.Redis, redis_url: str, prefix: str
+) -> None:
+    checkpointer = await begin(store)
+    await checkpointer.save(CheckpointState(HISTORY))
+    await checkpointer.release()
+    keys = store.run_keys("default", checkpointer.run_id)
+    raw.hset(keys.meta, "status", "runnning")  # not a status: nothing says it is interrupted
+    damaged = raw.hgetall(keys.meta)
+    with pytest.raises(CorruptCheckpoint, match="status"):
+        await store.claim(checkpointer.run_id, owner="other", lease=30.0)
+    assert raw.hgetall(keys.meta) == damaged
+
+    assert await store.interrupted() == []  # it was quarantined as the work list was read
+
+    stored = await must_load(store, checkpointer.run_id)
+    assert stored.record.status is RunStatus.FAILED
+    assert (stored.record.kind, stored.record.epoch) == ("", 0)
+    assert stored.record.error is not None
+    assert stored.record.error.startswith("CorruptCheckpoint: ")
+    assert stored.state.history == HISTORY  # the transcript stays for forensics
+    assert raw.hgetall(keys.damaged) == damaged
+    assert raw.zscore(keys.leases, checkpointer.run_id) is None
+    with pytest.raises(LeaseLost):
+        await checkpointer.save(CheckpointState(HISTORY))
+    await eventually(lambda: purged(store, 1), "purge(0) to remove the quarantined run")
+    assert keys_under(redis_url, prefix) == []
+
+
 # Indexes ---------------------------------------------------------------------
 
 
-@pytest.mark.asyncio
-async def test_interrupted_heals_a_stale_lease_score(store: RedisStore, raw: redis.Redis) -> None:
-    checkpointer = await begin(store)
-    leases = store.namespace_keys("default").leases
-    raw.zadd(leases, {checkpointer.run_id: 0})  # as if begin died before its last step
-
-    assert await store.interrupted() == []
-
-    loaded = await store.load(checkpointer.run_id)
-    assert loaded is not None and loaded.record.lease_expires_at is not None
-    assert raw.zscore(leases, checkpointer.run_id) == round(loaded.record.lease_expires_at * 1000)
+def lease_score(raw: redis.Redis, store: RedisStore, run_id: str) -> float | None:
+    return raw.zscore(store.run_keys("default", run_id).leases, run_id)
 
 
-@pytest.mark.asyncio
-async def test_readers_drop_index_entries_of_runs_that_are_gone(
-    store: RedisStore, raw: redis.Redis
-) -> None:
-    vanished = await begin(store, lease=30.0)
-    await vanished.release()
-    finished = await begin(store)
-    await finished.complete("done")
-    index = store.namespace_keys("default")
-    raw.delete(*store.run_keys("default", vanished.run_id).all())
-    raw.zadd(index.leases, {finished.run_id: 0})  # as if complete died before its last step
+def claimable_since_ms(stored: StoredRun) -> float | None:
+    """The lease index score the record calls for: None when it must not be indexed.
 
-    assert await store.interrupted() == []
-    assert [r.run_id for r in (await store.list()).records] == [finished.run_id]
-
-    assert raw.zrange(index.leases, 0, -1) == []
-    assert raw.zrange(index.runs, 0, -1) == [finished.run_id.encode()]
+    A running run's ``interrupted_since`` is its lease's expiry or, released,
+    its last write; that is its score, whether or not that time has come."""
+    since = stored.record.interrupted_since
+    return None if since is None else round(since * 1000)
 
 
 @pytest.mark.asyncio
-async def test_renew_and_release_move_the_lease_index(store: RedisStore, raw: redis.Redis) -> None:
+async def test_every_write_keeps_the_lease_index_exact(store: RedisStore, raw: redis.Redis) -> None:
+    """A running run is scored by its lease's expiry, or once released by its
+    last write; a finished one is not in the lease index, but in the run index."""
     checkpointer = await begin(store, lease=30.0)
-    leases = store.namespace_keys("default").leases
-    begun = raw.zscore(leases, checkpointer.run_id)
+    run = checkpointer.run_id
 
+    async def agrees(what: str) -> None:
+        stored = await must_load(store, run)
+        assert lease_score(raw, store, run) == claimable_since_ms(stored), what
+
+    await agrees("begin")
     await checkpointer.renew()
-    renewed = raw.zscore(leases, checkpointer.run_id)
+    await agrees("renew")
     await checkpointer.release()
+    await agrees("release")
+    released_at = lease_score(raw, store, run)
+    await checkpointer.save(CheckpointState(HISTORY))
+    await agrees("a save after release")
+    claim = await store.claim(run, owner="other", lease=30.0)
+    assert claim is not None
+    await agrees("claim")
+    await claim.checkpointer.fail("boom")
 
-    assert begun is not None and renewed is not None and renewed >= begun
-    assert raw.zscore(leases, checkpointer.run_id) == 0
-    assert [r.run_id for r in await store.interrupted()] == [checkpointer.run_id]
+    assert released_at is not None and released_at > 0
+    assert lease_score(raw, store, run) is None
+    assert raw.zrange(store.run_keys("default", run).runs, 0, -1) == [run.encode()]
+
+
+@pytest.mark.asyncio
+async def test_interrupted_walks_the_lease_index_past_one_batch(store: RedisStore) -> None:
+    released = []
+    for _ in range(250):  # more than two batches of index entries
+        checkpointer = await begin(store)
+        await checkpointer.release()
+        released.append(checkpointer.run_id)
+
+    everything = await store.interrupted(limit=1000)
+    first = await store.interrupted(limit=150)
+
+    assert [r.run_id for r in everything] == [
+        r.run_id for r in sorted(everything, key=lambda r: (r.interrupted_since, r.run_id))
+    ]
+    assert sorted(r.run_id for r in everything) == sorted(released)
+    assert [r.run_id for r in first] == [r.run_id for r in everything[:150]]
+
+
+@pytest.mark.asyncio
+async def test_the_candidates_cursor_visits_ties_once_in_byte_order(
+    store: RedisStore, raw: redis.Redis, prefix: str
+) -> None:
+    """Runs released in the same millisecond share a score; a page may end
+    among them. Members order by their UTF-8 bytes (code point order),
+    whatever the server's locale."""
+    scores = {"m": 3, "b": 5, "a": 5, "é": 5, "z": 5, "ab": 5, "B": 5, "日本": 5, "c": 7}
+    leases = f"{prefix}:{{scratch}}:leases"
+    raw.zadd(leases, scores)
+    expected = sorted(scores, key=lambda member: (scores[member], member))
+
+    for count in (1, 2, 3, 100):
+        visited: list[str] = []
+        after: list[bytes | str] = ["", ""]
+        while True:
+            _, entries = await store.connection.run("candidates", [leases], [*after, count])
+            if not entries:
+                break
+            visited += [member.decode() for member in entries[0::2]]
+            after = [entries[-1], entries[-2]]
+        assert visited == expected, f"pages of {count}"
 
 
 # Configuration ---------------------------------------------------------------
 
 
 def test_outlast_open_finds_the_redis_backend(redis_url: str) -> None:
-    store = outlast.open("redis://127.0.0.1:6379/3?prefix=app&completed_ttl=1.5")
+    store = outlast.open("redis://127.0.0.1:6379/3?prefix=app&completed_ttl=1.5").backend
 
     assert isinstance(store, RedisStore)
     assert (store.config.db, store.config.prefix, store.config.completed_ttl_ms) == (3, "app", 1500)

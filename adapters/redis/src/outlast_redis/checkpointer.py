@@ -1,70 +1,76 @@
-"""``RedisCheckpointer``: one run's writes, each one script fenced by the epoch.
+"""``RedisCheckpointer``: one run's writes, each one script fenced by epoch and incarnation.
 
-Every method is one script on the run's slot that checks (epoch is mine AND
-status is running) and writes in the same atomic step, or writes nothing and
-answers why. ``renew``, ``release``, ``complete`` and ``fail`` then adjust the
-namespace's lease index in a second step (see store.py for why that is safe).
+Every method is one script on the namespace's slot that checks
+(:func:`outlast.transitions.owned`: the run exists, is the incarnation this
+checkpointer began or claimed, holds its epoch and is running), writes the
+record and its index entries in the same atomic step, or writes nothing and
+answers why.
 """
 
 from __future__ import annotations
 
-import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from outlast import codec
-from outlast.delta import SaveCursor
-from outlast.errors import CheckpointStateError, LeaseLost
-from outlast.messages import JSON
-from outlast.ports import CheckpointState
-from outlast_redis.errors import translated
-
-if TYPE_CHECKING:
-    from outlast_redis.store import RedisStore
-
-
-def _token() -> str:
-    """Marks one call, so its retry by redis-py is recognised as the same write."""
-    return uuid.uuid4().hex
+from outlast.adapter import (
+    JSON,
+    CheckpointState,
+    CheckpointStateError,
+    LeaseLost,
+    SaveCursor,
+    codec,
+)
+from outlast_redis.connection import RedisConnection, new_token
+from outlast_redis.keys import RunKeys
+from outlast_redis.records import text
 
 
 def raise_unless_ok(reply: Any, run_id: str, epoch: int) -> Any:
     """``reply`` when the script wrote; else the outlast error saying why not."""
-    code = reply[0].decode()
+    code = text(reply[0])
     if code == "ok":
         return reply
     if code == "state":
-        what, stored = reply[1].decode(), int(reply[2])
+        what, stored = text(reply[1]), int(reply[2])
         raise CheckpointStateError(
             f"run {run_id!r}: the save does not extend what is stored ({stored} {what} "
             "stored); history only grows by appending and phases only grow"
         )
-    if code == "lost":
-        raise LeaseLost(run_id, epoch)
-    if code == "gone":
+    if code == "deleted":
         raise LeaseLost(run_id, epoch, "the run was deleted")
-    raise LeaseLost(run_id, epoch, f"the run is {code}")
+    if code == "reborn":
+        raise LeaseLost(run_id, epoch, "the run was deleted and begun again")
+    if code == "epoch":
+        raise LeaseLost(run_id, epoch, f"epoch {text(reply[1])} owns it now")
+    if code == "ended":
+        raise LeaseLost(run_id, epoch, f"the run is {text(reply[1])}")
+    raise LeaseLost(run_id, epoch, f"the store answered {code!r}")
 
 
 class RedisCheckpointer:
-    """The durable record of one run at one epoch."""
+    """The durable record of one run at one epoch of one incarnation."""
 
     def __init__(
-        self, store: RedisStore, namespace: str, run_id: str, epoch: int, cursor: SaveCursor
+        self,
+        connection: RedisConnection,
+        keys: RunKeys,
+        namespace: str,
+        epoch: int,
+        incarnation: str,
+        cursor: SaveCursor,
     ) -> None:
-        self._store = store
+        self._connection = connection
+        self._keys = keys
         self._namespace = namespace
-        self._run_id = run_id
         self._epoch = epoch
+        self._incarnation = incarnation
         self._cursor = cursor
-        self._keys = store.run_keys(namespace, run_id).all()
-        self._leases = store.namespace_keys(namespace).leases
 
     def __repr__(self) -> str:
-        return f"RedisCheckpointer(run_id={self._run_id!r}, epoch={self._epoch})"
+        return f"RedisCheckpointer(run_id={self.run_id!r}, epoch={self._epoch})"
 
     @property
     def run_id(self) -> str:
-        return self._run_id
+        return self._keys.run_id
 
     @property
     def namespace(self) -> str:
@@ -75,10 +81,13 @@ class RedisCheckpointer:
         return self._epoch
 
     async def save(self, state: CheckpointState) -> None:
-        """One EVALSHA: the delta's phases and messages, appended if the epoch is mine."""
+        """One EVALSHA: the delta's phases and messages, appended if the run is mine.
+
+        A save with nothing new still runs the script: it checks ownership
+        and moves ``updated_at``.
+        """
         delta = self._cursor.delta(state)
         args: list[str | int] = [
-            self._epoch,
             delta.first_phase,
             delta.segment,
             delta.first_message,
@@ -90,28 +99,19 @@ class RedisCheckpointer:
         self._cursor = delta.after
 
     async def complete(self, result: JSON) -> None:
-        ttl_ms = self._store.config.completed_ttl_ms
-        await self._write("complete", [self._epoch, codec.dumps(result), ttl_ms, _token()])
-        async with translated(self._store.where):
-            await self._store.client.zrem(self._leases, self._run_id)
+        ttl_ms = self._connection.config.completed_ttl_ms
+        await self._write("complete", [codec.dumps(result), ttl_ms, new_token()])
 
     async def fail(self, error: str) -> None:
-        await self._write("fail", [self._epoch, error, _token()])
-        async with translated(self._store.where):
-            await self._store.client.zrem(self._leases, self._run_id)
+        await self._write("fail", [error, new_token()])
 
     async def release(self) -> None:
-        await self._write("release", [self._epoch, _token()])
-        async with translated(self._store.where):
-            await self._store.client.zadd(self._leases, {self._run_id: 0})
+        await self._write("release", [new_token()])
 
     async def renew(self) -> None:
-        reply = await self._write("renew", [self._epoch, _token()])
-        async with translated(self._store.where):
-            await self._store.client.zadd(self._leases, {self._run_id: int(reply[1])}, gt=True)
+        await self._write("renew", [new_token()])
 
-    async def _write(self, script: str, args: list[Any]) -> Any:
-        async with translated(self._store.where):
-            scripts = await self._store.ready()
-            reply = await getattr(scripts, script)(keys=self._keys, args=args)
-        return raise_unless_ok(reply, self._run_id, self._epoch)
+    async def _write(self, script: str, args: list[Any]) -> None:
+        owned = [self.run_id, self._epoch, self._incarnation]
+        reply = await self._connection.run(script, self._keys.all(), [*owned, *args])
+        raise_unless_ok(reply, self.run_id, self._epoch)

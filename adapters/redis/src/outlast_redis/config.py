@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from outlast.errors import ConfigurationError
-from outlast.urls import merge_options, redact
+from outlast.adapter import ConfigurationError, merge_options, redact
 from outlast_redis.keys import DEFAULT_PREFIX, check_prefix
 
 SCHEMES = ("redis", "rediss", "unix")

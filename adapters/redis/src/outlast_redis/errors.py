@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from redis import exceptions as redis_errors
 
-from outlast.errors import StoreError, StoreUnavailable
+from outlast.adapter import StoreError, StoreUnavailable
 
 
 @asynccontextmanager

@@ -1,18 +1,30 @@
-"""The key layout: which Redis keys hold a run and a namespace's indexes.
+"""The key layout: which Redis keys hold a namespace's runs and indexes.
 
-Every key starts with the store's prefix. The keys of one run share the hash
-tag ``{<namespace>:<run id>}``, so every script touching one run runs on one
-Cluster slot; a namespace's indexes share the tag ``{<namespace>}`` (their own
-slot). Namespaces and run ids are percent-encoded inside key names, so a ``:``
-or brace in either can neither make two runs share keys nor break the tag::
+Every key starts with the store's prefix, and every key of one namespace
+(its runs' keys and its two indexes) carries the hash tag ``{<namespace>}``.
+One tag means one Cluster slot, so a single script changes a run and its
+index entries in one atomic step. The price: one namespace lives on one
+Cluster slot (one node); different namespaces spread over the cluster.
 
-    <prefix>:run:{<ns>:<id>}:meta     hash: the run's record (see scripts.py)
-    <prefix>:run:{<ns>:<id>}:phases   list: completed phase outputs, in order
-    <prefix>:run:{<ns>:<id>}:msgs     list: the current segment's transcript
-    <prefix>:ns:{<ns>}:runs           sorted set, all scores 0: every run id (list)
-    <prefix>:ns:{<ns>}:leases         sorted set: running run ids by lease expiry (ms)
+Namespaces and run ids are percent-encoded inside key names, so a ``:`` or a
+brace in either can neither make two runs share keys nor break the tag::
 
-Index members are the raw run ids (lexicographic order == run id order).
+    <prefix>:{<ns>}:run:<id>:meta      hash: the run's record (see scripts.py)
+    <prefix>:{<ns>}:run:<id>:phases    list: completed phase outputs, in order
+    <prefix>:{<ns>}:run:<id>:msgs      list: the current segment's transcript
+    <prefix>:{<ns>}:run:<id>:damaged   hash: a record too damaged to read, as it
+                                       was when a quarantine replaced it
+    <prefix>:{<ns>}:runs               sorted set, all scores 0: every run id (list)
+    <prefix>:{<ns>}:leases             sorted set: every running run id, scored by
+                                       when it is (or became) claimable in server
+                                       ms: its lease's expiry, or its release time
+
+Index members are the raw run ids: the byte order Redis keeps ties and
+``ZRANGEBYLEX`` in is UTF-8 byte order, which is code point order, the order
+outlast lists runs in.
+
+The layout of outlast-redis 0.1 (``<prefix>:run:{<ns>:<id>}:...`` and
+``<prefix>:ns:{<ns>}:...``) is not read: those keys never collide with these.
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from outlast.errors import ConfigurationError
+from outlast.adapter import ConfigurationError
 
 DEFAULT_PREFIX = "outlast"
 
@@ -46,32 +58,46 @@ def _part(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class RunKeys:
-    """The three keys of one run, in the order every run script takes them."""
+    """The keys of one run and of its namespace's indexes, all on one slot."""
 
+    run_id: str
     meta: str
     phases: str
     messages: str
-
-    @classmethod
-    def of(cls, prefix: str, namespace: str, run_id: str) -> RunKeys:
-        base = f"{prefix}:run:{{{_part(namespace)}:{_part(run_id)}}}"
-        return cls(f"{base}:meta", f"{base}:phases", f"{base}:msgs")
+    damaged: str
+    runs: str
+    leases: str
 
     def all(self) -> list[str]:
-        return [self.meta, self.phases, self.messages]
+        """The keys in the order every run script takes them (``KEYS[1..6]``)."""
+        return [self.meta, self.phases, self.messages, self.damaged, self.runs, self.leases]
+
+    def own(self) -> list[str]:
+        """The keys holding the run itself (what ``delete`` removes)."""
+        return [self.meta, self.phases, self.messages, self.damaged]
 
 
 @dataclass(frozen=True, slots=True)
 class NamespaceKeys:
-    """The index keys of one namespace, in the order every index script takes them."""
+    """The keys of one namespace: its two indexes, and its runs' keys."""
 
+    base: str
     runs: str
     leases: str
 
     @classmethod
     def of(cls, prefix: str, namespace: str) -> NamespaceKeys:
-        base = f"{prefix}:ns:{{{_part(namespace)}}}"
-        return cls(f"{base}:runs", f"{base}:leases")
+        base = f"{prefix}:{{{_part(namespace)}}}"
+        return cls(base, f"{base}:runs", f"{base}:leases")
 
-    def all(self) -> list[str]:
-        return [self.runs, self.leases]
+    def run(self, run_id: str) -> RunKeys:
+        run = f"{self.base}:run:{_part(run_id)}"
+        return RunKeys(
+            run_id,
+            f"{run}:meta",
+            f"{run}:phases",
+            f"{run}:msgs",
+            f"{run}:damaged",
+            self.runs,
+            self.leases,
+        )

@@ -6,9 +6,7 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any
 
-from outlast.hookspecs import hookimpl
-from outlast.ports import CheckpointerFactory
-from outlast.urls import BackendInfo, scheme_of
+from outlast.adapter import BackendInfo, CheckpointerFactory, hookimpl, scheme_of
 from outlast_redis.config import SCHEMES
 from outlast_redis.store import open_redis
 

@@ -1,8 +1,8 @@
 """Decoding what the scripts answer into outlast's records.
 
 Every failure to decode raises CorruptCheckpoint naming the run: a record
-that does not parse, a format version this code does not read, a transcript
-entry that is not a message.
+that does not parse, a transcript entry that is not a message; a format
+version this code does not read raises its subclass UnknownFormat.
 """
 
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from outlast import codec
-from outlast.errors import CorruptCheckpoint
-from outlast.ports import CheckpointState, RunRecord, RunStatus
+from outlast.adapter import CheckpointState, CorruptCheckpoint, RunRecord, RunStatus, codec
 
 Fields = Mapping[str, bytes]
 
@@ -24,36 +22,54 @@ def fields_of(reply: Any) -> dict[str, bytes]:
     else:
         flat = list(reply or ())
         items = list(zip(flat[0::2], flat[1::2], strict=True))
-    return {_text(key): bytes(value) for key, value in items}
+    return {text(key): bytes(value) for key, value in items}
 
 
-def _text(value: bytes | str) -> str:
+def text(value: bytes | str) -> str:
+    """Bytes from Redis as text (a run id, a field name)."""
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+def check_version(stored: bytes | None, run_id: str) -> None:
+    """Raise UnknownFormat for a record of another format version, and
+    CorruptCheckpoint when the version does not parse."""
+    if stored is None:
+        raise CorruptCheckpoint(run_id, "the run's record lacks its format version")
+    try:
+        version = int(stored)
+    except ValueError as exc:
+        raise CorruptCheckpoint(run_id, f"the run's format version does not parse ({exc})") from exc
+    codec.check_version(version, run_id)
+
+
+def _ms(value: bytes) -> float:
+    """Server milliseconds as POSIX seconds."""
+    return float(value) / 1000
 
 
 def decode_record(fields: Fields, run_id: str) -> RunRecord:
     """The RunRecord stored in a run's meta hash; CorruptCheckpoint when it does not parse."""
+    check_version(fields.get("v"), run_id)
     try:
-        codec.check_version(int(fields["v"]), run_id)
         expires = fields["expires_ms"]
-        status = RunStatus(fields["status"].decode())
         return RunRecord(
             run_id=fields["run_id"].decode(),
             namespace=fields["namespace"].decode(),
             kind=fields["kind"].decode(),
             input=codec.loads(fields["input"], run_id),
-            status=status,
+            status=RunStatus(fields["status"].decode()),
             epoch=int(fields["epoch"]),
             attempts=int(fields["attempts"]),
+            crashes=int(fields.get("crashes", b"0")),
             owner=fields["owner"].decode(),
-            lease_expires_at=int(expires) / 1000 if expires else None,
-            created_at=int(fields["created_ms"]) / 1000,
-            updated_at=int(fields["updated_ms"]) / 1000,
+            lease=float(fields["lease"]),
+            lease_expires_at=_ms(expires) if expires else None,
+            created_at=_ms(fields["created_ms"]),
+            updated_at=_ms(fields["updated_ms"]),
             result=codec.loads(fields["result"], run_id) if "result" in fields else None,
             error=fields["error"].decode() if "error" in fields else None,
+            incarnation=fields.get("incarnation", b"").decode(),
         )
-    except CorruptCheckpoint:
-        raise
     except KeyError as exc:
         raise CorruptCheckpoint(run_id, f"the run's record lacks the field {exc}") from exc
     except (ValueError, UnicodeDecodeError) as exc:
@@ -74,12 +90,3 @@ def decode_state(
     current = messages if segment == len(decoded_phases) else ()
     history = codec.decode_all(current, run_id, codec.decode_message)
     return CheckpointState(history, decoded_phases)
-
-
-def decode_lease(fields: Fields, run_id: str) -> int | None:
-    """The lease expiry in server ms, None when released or finished."""
-    try:
-        text = fields["expires_ms"]
-        return int(text) if text else None
-    except (KeyError, ValueError) as exc:
-        raise CorruptCheckpoint(run_id, "the run's lease expiry does not parse") from exc

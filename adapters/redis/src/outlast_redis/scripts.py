@@ -1,49 +1,69 @@
-"""The Lua scripts: every write of a run is one atomic script on the run's slot.
+"""The Lua scripts: each write of a run, and its index entries, in one atomic step.
 
-Scripts are sent once (SCRIPT LOAD) and then called by SHA (EVALSHA);
-redis-py's Script object reloads a script when the server answers NOSCRIPT
-(after a restart, a failover or SCRIPT FLUSH). Times come from the server's
-``TIME`` inside the scripts, so lease expiry never depends on a worker's clock.
+They mirror :mod:`outlast.transitions` (the run record's state machine) rule
+for rule; the conformance suite checks that they agree. Scripts are sent
+once (SCRIPT LOAD) and then called by SHA (EVALSHA); redis-py's Script object
+reloads a script when the server answers NOSCRIPT (after a restart, a
+failover or SCRIPT FLUSH). Times come from the server's ``TIME`` inside the
+scripts, so lease expiry never depends on a worker's clock.
 
 The run's record is a hash (``meta``) with the fields:
 
-    v            format version (outlast.codec.FORMAT_VERSION)
+    v            format version (outlast's codec.FORMAT_VERSION)
     run_id, namespace, kind, owner, status
     input        the input as JSON text
     epoch, attempts
-    lease_ms     the lease length, for renew
+    crashes      claims of a lease that expired without a release
+    lease        the lease length in seconds, as the caller gave it
     expires_ms   lease expiry in server ms, "" when released or finished
     created_ms, updated_ms
     seg          the segment the ``msgs`` list holds (== number of phases)
-    op           token of the last begin/claim/renew/release/complete/fail, so
-                 a call redis-py retried after its reply was lost (the write
+    incarnation  random token drawn by begin: a writer of a deleted run is
+                 fenced from a new run of the same id, even at the same epoch
+    op           token of the last claim/renew/release/complete/fail, so a
+                 call redis-py retried after its reply was lost (the write
                  landed) answers ``ok`` again instead of failing
     result       JSON text, once completed
     error        text, once failed
 
-Run scripts take ``KEYS = meta, phases, msgs`` and answer a list whose first
-element says what happened (``ok``, or why nothing was written), never an
-error reply, so the caller maps each outcome to an outlast error.
+Every run script takes ``KEYS = meta, phases, msgs, damaged, runs, leases``
+(one slot: see keys.py) and ``ARGV[1] = run id``, and keeps the indexes
+exact in the same step: ``runs`` holds every run, ``leases`` every running
+run scored by when it is (or became) claimable, its lease's expiry or, once
+released, its last write (``RunRecord.interrupted_since``). Run scripts answer
+a list whose first element says what happened (``ok``, or why nothing was
+written), never an error reply, so the caller maps each outcome to an
+outlast error.
 """
 
 from __future__ import annotations
 
 _PRELUDE = """
 if redis.replicate_commands then redis.replicate_commands() end
+local META, PHASES, MSGS, DAMAGED, RUNS, LEASES =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local RUN_ID = ARGV[1]
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function owned(epoch)
-  local cur = redis.call('HMGET', KEYS[1], 'epoch', 'status')
-  if not cur[1] then return 'gone' end
-  if cur[1] ~= epoch then return 'lost' end
-  if cur[2] ~= 'running' then return cur[2] end
+local function lease_ms(seconds)
+  -- as outlast_redis.store.lease_ms: whole milliseconds, never 0
+  return math.max(1, math.ceil(tonumber(seconds) * 1000))
+end
+local function refused(epoch, incarnation)
+  -- transitions.owned: nil when the writer at (epoch, incarnation) may
+  -- write; else why not, in transitions' order.
+  if redis.call('EXISTS', META) == 0 then return {'deleted'} end
+  local cur = redis.call('HMGET', META, 'incarnation', 'epoch', 'status')
+  if (cur[1] or '') ~= incarnation then return {'reborn'} end
+  if cur[2] ~= epoch then return {'epoch', cur[2] or '?'} end
+  if cur[3] ~= 'running' then return {'ended', cur[3] or '?'} end
   return nil
 end
 local function replayed(token)
   -- This very call already wrote (redis-py retried it after losing the reply).
-  return redis.call('HGET', KEYS[1], 'op') == token
+  return redis.call('HGET', META, 'op') == token
 end
 local function push(key, first, last)
   -- unpack in chunks: Lua's stack is limited to a few thousand values
@@ -62,50 +82,58 @@ end
 BEGIN = (
     _PRELUDE
     + """
--- ARGV: version, run_id, namespace, kind, input, owner, lease_ms, token
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if replayed(ARGV[8]) then return {'ok', tonumber(redis.call('HGET', KEYS[1], 'expires_ms'))} end
+-- transitions.begin. ARGV: run_id, version, namespace, kind, input, owner,
+-- lease (seconds), incarnation.
+if redis.call('EXISTS', META) == 1 then
+  -- the same incarnation: this very begin landed and redis-py retried it
+  if redis.call('HGET', META, 'incarnation') == ARGV[8] then return {'ok'} end
   return {'exists'}
 end
-redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('DEL', PHASES, MSGS, DAMAGED)
 local now = now_ms()
-local expires = now + tonumber(ARGV[7])
-redis.call('HSET', KEYS[1], 'v', ARGV[1], 'run_id', ARGV[2], 'namespace', ARGV[3],
+local expires = now + lease_ms(ARGV[7])
+redis.call('HSET', META, 'v', ARGV[2], 'run_id', RUN_ID, 'namespace', ARGV[3],
   'kind', ARGV[4], 'input', ARGV[5], 'owner', ARGV[6], 'status', 'running',
-  'epoch', 1, 'attempts', 1, 'lease_ms', ARGV[7], 'expires_ms', expires,
-  'created_ms', now, 'updated_ms', now, 'seg', 0, 'op', ARGV[8])
-return {'ok', expires}
+  'epoch', 1, 'attempts', 1, 'crashes', 0, 'lease', ARGV[7], 'expires_ms', expires,
+  'created_ms', now, 'updated_ms', now, 'seg', 0, 'incarnation', ARGV[8])
+redis.call('ZADD', RUNS, 0, RUN_ID)
+redis.call('ZADD', LEASES, expires, RUN_ID)
+return {'ok'}
 """
 )
 
 SAVE = (
     _PRELUDE
     + """
--- ARGV: epoch, first_phase, segment, first_message, n_phases, phases..., messages...
-local bad = owned(ARGV[1])
-if bad then return {bad} end
-local first_phase = tonumber(ARGV[2])
-local segment = tonumber(ARGV[3])
-local first_message = tonumber(ARGV[4])
-local n_phases = tonumber(ARGV[5])
-local stored_phases = redis.call('LLEN', KEYS[2])
+-- transitions.save, plus the delta. ARGV: run_id, epoch, incarnation,
+-- first_phase, segment, first_message, n_phases, phases..., messages...
+local bad = refused(ARGV[2], ARGV[3])
+if bad then return bad end
+local first_phase = tonumber(ARGV[4])
+local segment = tonumber(ARGV[5])
+local first_message = tonumber(ARGV[6])
+local n_phases = tonumber(ARGV[7])
+local stored_phases = redis.call('LLEN', PHASES)
 if first_phase > stored_phases then return {'state', 'phases', stored_phases} end
-local stored_segment = tonumber(redis.call('HGET', KEYS[1], 'seg') or '0')
+local stored_segment = tonumber(redis.call('HGET', META, 'seg') or '0')
 if segment < stored_segment then return {'state', 'segment', stored_segment} end
 local stored_messages = 0
-if segment == stored_segment then stored_messages = redis.call('LLEN', KEYS[3]) end
+if segment == stored_segment then stored_messages = redis.call('LLEN', MSGS) end
 if first_message > stored_messages then return {'state', 'messages', stored_messages} end
 -- A retried save (its reply was lost) rewrites the same tail: idempotent.
-if first_phase < stored_phases then truncate(KEYS[2], first_phase) end
-push(KEYS[2], 6, 5 + n_phases)
+if first_phase < stored_phases then truncate(PHASES, first_phase) end
+push(PHASES, 8, 7 + n_phases)
 if segment > stored_segment then
-  redis.call('DEL', KEYS[3])
-  redis.call('HSET', KEYS[1], 'seg', segment)
+  redis.call('DEL', MSGS)
+  redis.call('HSET', META, 'seg', segment)
 elseif first_message < stored_messages then
-  truncate(KEYS[3], first_message)
+  truncate(MSGS, first_message)
 end
-push(KEYS[3], 6 + n_phases, #ARGV)
-redis.call('HSET', KEYS[1], 'updated_ms', now_ms())
+push(MSGS, 8 + n_phases, #ARGV)
+local now = now_ms()
+redis.call('HSET', META, 'updated_ms', now)
+-- A released run is claimable since its last write.
+if redis.call('HGET', META, 'expires_ms') == '' then redis.call('ZADD', LEASES, now, RUN_ID) end
 return {'ok'}
 """
 )
@@ -113,15 +141,17 @@ return {'ok'}
 COMPLETE = (
     _PRELUDE
     + """
--- ARGV: epoch, result JSON, ttl_ms (0: keep the terminal record until purged), token
-if replayed(ARGV[4]) then return {'ok'} end
-local bad = owned(ARGV[1])
-if bad then return {bad} end
-redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'status', 'completed', 'result', ARGV[2], 'expires_ms', '',
-  'seg', 0, 'updated_ms', now_ms(), 'op', ARGV[4])
-local ttl = tonumber(ARGV[3])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+-- transitions.complete. ARGV: run_id, epoch, incarnation, result JSON,
+-- ttl_ms (0: keep the terminal record until purged), token
+if replayed(ARGV[6]) then return {'ok'} end
+local bad = refused(ARGV[2], ARGV[3])
+if bad then return bad end
+redis.call('DEL', PHASES, MSGS)
+redis.call('HSET', META, 'status', 'completed', 'result', ARGV[4], 'expires_ms', '',
+  'seg', 0, 'updated_ms', now_ms(), 'op', ARGV[6])
+redis.call('ZREM', LEASES, RUN_ID)
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then redis.call('PEXPIRE', META, ttl) end
 return {'ok'}
 """
 )
@@ -129,12 +159,13 @@ return {'ok'}
 FAIL = (
     _PRELUDE
     + """
--- ARGV: epoch, error text, token
-if replayed(ARGV[3]) then return {'ok'} end
-local bad = owned(ARGV[1])
-if bad then return {bad} end
-redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2], 'expires_ms', '',
-  'updated_ms', now_ms(), 'op', ARGV[3])
+-- transitions.fail. ARGV: run_id, epoch, incarnation, error text, token
+if replayed(ARGV[5]) then return {'ok'} end
+local bad = refused(ARGV[2], ARGV[3])
+if bad then return bad end
+redis.call('HSET', META, 'status', 'failed', 'error', ARGV[4], 'expires_ms', '',
+  'updated_ms', now_ms(), 'op', ARGV[5])
+redis.call('ZREM', LEASES, RUN_ID)
 return {'ok'}
 """
 )
@@ -142,11 +173,13 @@ return {'ok'}
 RELEASE = (
     _PRELUDE
     + """
--- ARGV: epoch, token
-if replayed(ARGV[2]) then return {'ok'} end
-local bad = owned(ARGV[1])
-if bad then return {bad} end
-redis.call('HSET', KEYS[1], 'expires_ms', '', 'updated_ms', now_ms(), 'op', ARGV[2])
+-- transitions.release. ARGV: run_id, epoch, incarnation, token
+if replayed(ARGV[4]) then return {'ok'} end
+local bad = refused(ARGV[2], ARGV[3])
+if bad then return bad end
+local now = now_ms()
+redis.call('HSET', META, 'expires_ms', '', 'updated_ms', now, 'op', ARGV[4])
+redis.call('ZADD', LEASES, now, RUN_ID)
 return {'ok'}
 """
 )
@@ -154,61 +187,116 @@ return {'ok'}
 RENEW = (
     _PRELUDE
     + """
--- ARGV: epoch, token
-if replayed(ARGV[2]) then
-  return {'ok', tonumber(redis.call('HGET', KEYS[1], 'expires_ms'))}
-end
-local bad = owned(ARGV[1])
-if bad then return {bad} end
+-- transitions.renew. ARGV: run_id, epoch, incarnation, token
+if replayed(ARGV[4]) then return {'ok'} end
+local bad = refused(ARGV[2], ARGV[3])
+if bad then return bad end
 local now = now_ms()
-local expires = now + tonumber(redis.call('HGET', KEYS[1], 'lease_ms'))
-redis.call('HSET', KEYS[1], 'expires_ms', expires, 'updated_ms', now, 'op', ARGV[2])
-return {'ok', expires}
+local expires = now + lease_ms(redis.call('HGET', META, 'lease'))
+redis.call('HSET', META, 'expires_ms', expires, 'updated_ms', now, 'op', ARGV[4])
+redis.call('ZADD', LEASES, expires, RUN_ID)
+return {'ok'}
 """
 )
 
 CLAIM = (
     _PRELUDE
     + """
--- ARGV: owner, lease_ms, token
+-- transitions.claim. ARGV: run_id, owner, lease (seconds), token, version
 -- Answers {'ok', before, record, phases, messages}: 'before' holds the fields
--- the claim changed, so an undecodable run can be handed back untouched.
-if replayed(ARGV[3]) then
-  return {'again', {}, redis.call('HGETALL', KEYS[1]),
-    redis.call('LRANGE', KEYS[2], 0, -1), redis.call('LRANGE', KEYS[3], 0, -1)}
+-- the claim changed as they were (field, value, ...), so a run whose progress
+-- does not decode can be handed back untouched (UNCLAIM).
+if replayed(ARGV[4]) then
+  return {'again', {}, redis.call('HGETALL', META),
+    redis.call('LRANGE', PHASES, 0, -1), redis.call('LRANGE', MSGS, 0, -1)}
 end
-local cur = redis.call('HMGET', KEYS[1], 'status', 'expires_ms')
-if cur[1] ~= 'running' then return {'none'} end
+local cur = redis.call('HMGET', META, 'status', 'expires_ms', 'v')
+if cur[1] == 'completed' or cur[1] == 'failed' or redis.call('EXISTS', META) == 0 then
+  return {'none'}
+end
+if cur[1] ~= 'running' then return {'corrupt', 'status'} end
+if cur[3] ~= ARGV[5] then return {'version', cur[3] or ''} end
 local now = now_ms()
-if cur[2] and cur[2] ~= '' then
+local crashed = 0
+if cur[2] ~= '' then
   local expires = tonumber(cur[2])
-  if expires == nil then return {'corrupt', 'expires_ms'} end
+  if expires == nil then return {'corrupt', 'lease expiry'} end
   if expires > now then return {'none'} end
+  crashed = 1  -- expired, never released: its owner died
 end
-local fields = {'epoch', 'attempts', 'owner', 'lease_ms', 'expires_ms', 'updated_ms'}
-local before = redis.call('HMGET', KEYS[1], unpack(fields))
-for i = 1, #before do if not before[i] then before[i] = '' end end
-if tonumber(before[1]) == nil or tonumber(before[2]) == nil then
-  return {'corrupt', 'epoch'}
+local before = {}
+for _, field in ipairs({'epoch', 'attempts', 'crashes', 'owner', 'lease', 'expires_ms',
+    'updated_ms', 'op'}) do
+  local value = redis.call('HGET', META, field)
+  if value then table.insert(before, field); table.insert(before, value) end
 end
-redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'lease_ms', ARGV[2],
-  'expires_ms', now + tonumber(ARGV[2]), 'updated_ms', now, 'op', ARGV[3])
-return {'ok', before, redis.call('HGETALL', KEYS[1]),
-  redis.call('LRANGE', KEYS[2], 0, -1), redis.call('LRANGE', KEYS[3], 0, -1)}
+local counts = redis.call('HMGET', META, 'epoch', 'attempts', 'crashes')
+local epoch, attempts = tonumber(counts[1]), tonumber(counts[2])
+local crashes = tonumber(counts[3] or '0')  -- absent reads as 0, as in RunRecord
+if epoch == nil or attempts == nil or crashes == nil then return {'corrupt', 'epoch'} end
+local expires = now + lease_ms(ARGV[3])
+redis.call('HSET', META, 'epoch', epoch + 1, 'attempts', attempts + 1,
+  'crashes', crashes + crashed, 'owner', ARGV[2], 'lease', ARGV[3],
+  'expires_ms', expires, 'updated_ms', now, 'op', ARGV[4])
+redis.call('ZADD', LEASES, expires, RUN_ID)
+return {'ok', before, redis.call('HGETALL', META),
+  redis.call('LRANGE', PHASES, 0, -1), redis.call('LRANGE', MSGS, 0, -1)}
 """
 )
 
 UNCLAIM = (
     _PRELUDE
     + """
--- ARGV: the claimed epoch, then epoch, attempts, owner, lease_ms, expires_ms,
--- updated_ms as they were before the claim. Only while nobody wrote since.
-if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return {'lost'} end
-redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'attempts', ARGV[3], 'owner', ARGV[4],
-  'lease_ms', ARGV[5], 'expires_ms', ARGV[6], 'updated_ms', ARGV[7])
+-- Undo a claim whose run does not decode. ARGV: run_id, the claimed epoch,
+-- then the 'before' of CLAIM (field, value, ...). Only while nobody wrote since.
+if redis.call('HGET', META, 'epoch') ~= ARGV[2] then return {'lost'} end
+redis.call('HDEL', META, 'epoch', 'attempts', 'crashes', 'owner', 'lease', 'expires_ms',
+  'updated_ms', 'op')
+redis.call('HSET', META, unpack(ARGV, 3, #ARGV))
+local since = redis.call('HMGET', META, 'expires_ms', 'updated_ms')
+if since[1] and since[1] ~= '' then
+  redis.call('ZADD', LEASES, since[1], RUN_ID)
+else
+  redis.call('ZADD', LEASES, since[2], RUN_ID)
+end
 return {'ok'}
+"""
+)
+
+QUARANTINE = (
+    _PRELUDE
+    + """
+-- transitions.quarantine. ARGV: run_id, reason, version, namespace
+-- Answers 1 when the run was quarantined, 0 when it was left alone.
+if redis.call('EXISTS', META) == 0 then return 0 end
+local now = now_ms()
+local cur = redis.call('HMGET', META, 'v', 'status', 'expires_ms', 'epoch')
+local version = tonumber(cur[1] or '')
+if version ~= nil and version ~= tonumber(ARGV[3]) then
+  return 0  -- another format version: a newer outlast's to judge
+end
+local known = cur[2] == 'running' or cur[2] == 'completed' or cur[2] == 'failed'
+local lease = cur[3] == '' or tonumber(cur[3] or '') ~= nil
+if version ~= nil and known and lease and tonumber(cur[4] or '') ~= nil then
+  if cur[2] ~= 'running' then return 0 end
+  if cur[3] ~= '' and tonumber(cur[3]) > now then return 0 end
+  redis.call('HSET', META, 'status', 'failed', 'error', ARGV[2], 'epoch', tonumber(cur[4]) + 1,
+    'expires_ms', '', 'updated_ms', now)
+  redis.call('ZREM', LEASES, RUN_ID)
+  return 1
+end
+-- Too damaged to say whether it is interrupted: its lease index entry,
+-- which every write keeps exact, says. The damaged record is kept beside
+-- the failed stub (transitions.quarantined_stub) that replaces it.
+local since = redis.call('ZSCORE', LEASES, RUN_ID)
+if not since or tonumber(since) > now then return 0 end
+redis.call('RENAME', META, DAMAGED)
+redis.call('HSET', META, 'v', ARGV[3], 'run_id', RUN_ID, 'namespace', ARGV[4], 'kind', '',
+  'input', 'null', 'owner', '', 'status', 'failed', 'epoch', 0, 'attempts', 0, 'crashes', 0,
+  'lease', 0, 'expires_ms', '', 'created_ms', now, 'updated_ms', now, 'seg', 0,
+  'incarnation', '', 'error', ARGV[2])
+redis.call('ZREM', LEASES, RUN_ID)
+return 1
 """
 )
 
@@ -218,70 +306,81 @@ return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
   redis.call('LRANGE', KEYS[3], 0, -1)}
 """
 
-RECORD = (
+DELETE = (
     _PRELUDE
     + """
--- Answers {server now in ms, record}: to judge a lease by the run's own server.
-return {now_ms(), redis.call('HGETALL', KEYS[1])}
+-- ARGV: run_id. Removes the run and its index entries; answers 1 if it existed.
+local existed = redis.call('EXISTS', META)
+redis.call('DEL', META, PHASES, MSGS, DAMAGED)
+redis.call('ZREM', RUNS, RUN_ID)
+redis.call('ZREM', LEASES, RUN_ID)
+return existed
 """
 )
 
-PURGE = (
+FORGET = (
     _PRELUDE
     + """
--- ARGV: older_than_ms. Deletes the run if terminal and last updated before then.
-local cur = redis.call('HMGET', KEYS[1], 'status', 'updated_ms')
-if not cur[1] then return {'gone'} end
-if cur[1] == 'running' then return {'kept'} end
-local updated = tonumber(cur[2])
-if updated ~= nil and updated >= now_ms() - tonumber(ARGV[1]) then return {'kept'} end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-return {'deleted'}
+-- ARGV: run_id. Drops the index entries of a run whose record is gone (a
+-- completed record that completed_ttl expired); a run that exists stays.
+if redis.call('EXISTS', META) == 1 then return 0 end
+redis.call('DEL', PHASES, MSGS, DAMAGED)
+redis.call('ZREM', RUNS, RUN_ID)
+redis.call('ZREM', LEASES, RUN_ID)
+return 1
 """
 )
 
-# Index scripts take KEYS = runs, leases (one namespace's slot).
-
-INDEX_RESERVE = """
--- ARGV: run_id. Before a run is created, so a crash after creating it never
--- leaves it out of the indexes; score 0 makes interrupted() look at it.
-redis.call('ZADD', KEYS[1], 0, ARGV[1])
-redis.call('ZADD', KEYS[2], 'NX', 0, ARGV[1])
-return 1
-"""
-
-INDEX_CONFIRM = """
--- ARGV: run_id, expires_ms. After begin: the true lease expiry.
-redis.call('ZADD', KEYS[1], 0, ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 1
-"""
-
-INDEX_HEAL = """
--- ARGV: run_id, score seen, true expiry. Raise a stale score, unless the entry
--- changed since it was read (a release lowered it meanwhile).
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if score and tonumber(score) == tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-  return 1
+PURGE = """
+if redis.replicate_commands then redis.replicate_commands() end
+-- Retention (transitions.purgeable) of a batch of runs of one namespace.
+-- KEYS: runs, leases, then meta, phases, msgs, damaged of each run.
+-- ARGV: older_than_ms, then the run ids. Answers how many were deleted.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local cutoff = now - tonumber(ARGV[1])
+local deleted = 0
+for i = 2, #ARGV do
+  local first = 3 + (i - 2) * 4
+  local meta = KEYS[first]
+  local cur = redis.call('HMGET', meta, 'status', 'updated_ms')
+  local gone = redis.call('EXISTS', meta) == 0
+  local finished = cur[1] == 'completed' or cur[1] == 'failed'
+  local updated = tonumber(cur[2] or '')
+  if gone or (finished and updated ~= nil and updated < cutoff) then
+    if not gone then deleted = deleted + 1 end
+    redis.call('DEL', meta, KEYS[first + 1], KEYS[first + 2], KEYS[first + 3])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    redis.call('ZREM', KEYS[2], ARGV[i])
+  end
 end
-return 0
+return deleted
 """
 
-INDEX_FORGET = """
--- ARGV: run_id. The run is gone: drop it from both indexes.
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 1
+CANDIDATES = """
+-- The next entries of the lease index whose time has come, in index order
+-- (score, then run id bytes), after the cursor (ARGV: score, run_id; '' for
+-- the start) and at most ARGV[3] of them. KEYS: leases.
+-- Answers {server now in ms, {run_id, score, ...}}.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function not_after(a, b)
+  -- a <= b byte by byte, as Redis orders members (Lua's own < follows the locale)
+  if a == b then return true end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local first = 0
+if ARGV[1] ~= '' then
+  first = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[1])
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])) do
+    if not not_after(member, ARGV[2]) then break end
+    first = first + 1
+  end
+end
+return {now, redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES',
+  'LIMIT', first, tonumber(ARGV[3]))}
 """
-
-INDEX_CANDIDATES = (
-    _PRELUDE
-    + """
--- ARGV: offset, count. Answers {now in ms, [run_id, score, ...]}: the runs
--- whose indexed lease expired by this server's clock.
-local now = now_ms()
-return {now, redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES',
-  'LIMIT', ARGV[1], ARGV[2])}
-"""
-)

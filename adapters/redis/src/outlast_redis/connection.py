@@ -1,0 +1,142 @@
+"""``RedisConnection``: the client and its scripts, shared by a store and its checkpointers.
+
+A store and every checkpointer it hands out run their scripts through one
+connection object, so a checkpointer never reaches into its store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+
+from outlast.adapter import StoreError
+from outlast_redis import scripts as lua
+from outlast_redis.config import RedisConfig
+from outlast_redis.errors import translated
+
+Client = Redis | RedisCluster
+
+
+def new_token() -> str:
+    """Marks one write, so its retry by redis-py is recognised as the same write."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    """Every script, registered with one client (loaded on first use, called by SHA)."""
+
+    begin: AsyncScript
+    save: AsyncScript
+    complete: AsyncScript
+    fail: AsyncScript
+    release: AsyncScript
+    renew: AsyncScript
+    claim: AsyncScript
+    unclaim: AsyncScript
+    quarantine: AsyncScript
+    load: AsyncScript
+    delete: AsyncScript
+    forget: AsyncScript
+    purge: AsyncScript
+    candidates: AsyncScript
+
+    def all(self) -> list[AsyncScript]:
+        return [getattr(self, name) for name in self.__slots__]
+
+    @classmethod
+    def register(cls, client: Client) -> Scripts:
+        sources = {
+            "begin": lua.BEGIN,
+            "save": lua.SAVE,
+            "complete": lua.COMPLETE,
+            "fail": lua.FAIL,
+            "release": lua.RELEASE,
+            "renew": lua.RENEW,
+            "claim": lua.CLAIM,
+            "unclaim": lua.UNCLAIM,
+            "quarantine": lua.QUARANTINE,
+            "load": lua.LOAD,
+            "delete": lua.DELETE,
+            "forget": lua.FORGET,
+            "purge": lua.PURGE,
+            "candidates": lua.CANDIDATES,
+        }
+        return cls(**{name: client.register_script(text) for name, text in sources.items()})
+
+
+class RedisConnection:
+    """The redis-py client of one store (created on first use) and its loaded scripts."""
+
+    def __init__(self, config: RedisConfig) -> None:
+        self.config = config
+        self.where = config.redacted_url
+        """The server's URL without its password, for messages."""
+        self._client: Client | None = None
+        self._scripts: Scripts | None = None
+        self._loading = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def client(self) -> Client:
+        """The redis-py client (created on first use; it connects lazily itself)."""
+        if self._closed:
+            raise StoreError(f"the Redis store at {self.where} is closed")
+        if self._client is None:
+            options: dict[str, Any] = {"decode_responses": False, **self.config.client_options}
+            if self.config.cluster:
+                self._client = RedisCluster.from_url(self.config.url, **options)
+            else:
+                if self.config.db is not None:
+                    options["db"] = self.config.db
+                self._client = Redis.from_url(self.config.url, **options)
+        return self._client
+
+    async def scripts(self) -> Scripts:
+        """The scripts, loaded into the server(s) before their first use.
+
+        Loading them up front (once per store) matters on Cluster: redis-py's
+        NOSCRIPT fallback is not safe when many calls hit it at once on a
+        fresh cluster client (it can run a script twice or drop connections
+        under a command). Later NOSCRIPTs (a restart, SCRIPT FLUSH) still
+        reload through the fallback, and every script is safe to repeat.
+        Call inside ``translated``.
+        """
+        if self._scripts is None:
+            async with self._loading:
+                if self._scripts is None:
+                    registered = Scripts.register(self.client)
+                    await self._load(registered)
+                    self._scripts = registered
+        return self._scripts
+
+    async def _load(self, registered: Scripts) -> None:
+        client = self.client
+        if isinstance(client, RedisCluster):
+            # SCRIPT LOAD goes to every primary; one script at a time.
+            for script in registered.all():
+                await client.script_load(script.script)
+            return
+        async with client.pipeline(transaction=False) as pipe:
+            for script in registered.all():
+                pipe.script_load(script.script)
+            await pipe.execute()
+
+    async def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        """Run the script named ``script``; outlast errors instead of redis-py's."""
+        async with translated(self.where):
+            loaded = await self.scripts()
+            return await getattr(loaded, script)(keys=keys, args=args)
+
+    async def close(self) -> None:
+        """Close the connections; the connection is unusable afterwards."""
+        self._closed = True
+        if self._client is not None:
+            client, self._client, self._scripts = self._client, None, None
+            await client.aclose()
