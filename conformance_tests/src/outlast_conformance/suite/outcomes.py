@@ -39,6 +39,19 @@ def executor(factory: CheckpointerFactory, namespace: str, **options: bool) -> E
     return Executor(factory, namespace=namespace, owner="worker-a", **options)
 
 
+def saves_break_after_one_step(flaky: FlakyStore) -> Agent:
+    """An agent whose one tool makes every later save of ``flaky`` fail."""
+
+    def break_saves(arguments: JSONObject) -> JSON:
+        flaky.saves_down = True
+        return "the store is unreachable from now on"
+
+    return Agent(
+        model=ScriptedModel([call("break", "c1"), Message.assistant("never")]),
+        tools=(Tool("break", "makes saves fail", break_saves),),
+    )
+
+
 class ExecutorOutcomeTests(StoreFixtures):
     """complete on success, release on shutdown, fail on everything else."""
 
@@ -277,15 +290,7 @@ class ExecutorOutcomeTests(StoreFixtures):
         flaky = FlakyStore(factory)
         ex = Executor(flaky, namespace=namespace, owner="worker-a", lease=3600)
 
-        def break_saves(arguments: JSONObject) -> JSON:
-            flaky.saves_down = True
-            return "the store is unreachable from now on"
-
-        agent = Agent(
-            model=ScriptedModel([call("break", "c1"), Message.assistant("never")]),
-            tools=(Tool("break", "makes saves fail", break_saves),),
-        )
-        ex.register("doomed", agent)
+        ex.register("doomed", saves_break_after_one_step(flaky))
         run_id = unique("run")
         task = asyncio.create_task(ex.run("doomed", None, run_id=run_id))
         await asyncio.wait_for(flaky.save_failed.wait(), self.capabilities.wait_timeout)
@@ -312,15 +317,7 @@ class ExecutorOutcomeTests(StoreFixtures):
             flaky, namespace=namespace, owner="worker-a", lease=lease, renew_interval=3600
         )
 
-        def break_saves(arguments: JSONObject) -> JSON:
-            flaky.saves_down = True
-            return "the store is unreachable from now on"
-
-        agent = Agent(
-            model=ScriptedModel([call("break", "c1"), Message.assistant("never")]),
-            tools=(Tool("break", "makes saves fail", break_saves),),
-        )
-        ex.register("stranded", agent)
+        ex.register("stranded", saves_break_after_one_step(flaky))
         run_id = unique("run")
         with pytest.raises(StoreUnavailable):
             await asyncio.wait_for(ex.run("stranded", None, run_id=run_id), 10 * lease + 10)
