@@ -44,16 +44,20 @@ class Racers:
 
     async def race(self, op: str, run_id: str) -> int:
         """Every racer does ``op`` on ``run_id`` at once; how many won."""
+        replies = await self.each([{"op": op, "run_id": run_id}] * self.count)
+        return sum(1 for won in replies if won)
+
+    async def each(self, commands: list[dict[str, object]]) -> list[bool]:
+        """Racer i does ``commands[i]``, all starting at the same moment; who won."""
         at = time.monotonic() + START_MARGIN
-        line = json.dumps({"op": op, "run_id": run_id, "at": at}).encode() + b"\n"
-        for process in self._processes:
+        for process, command in zip(self._processes, commands, strict=True):
             assert process.stdin is not None
-            process.stdin.write(line)
+            process.stdin.write(json.dumps({**command, "at": at}).encode() + b"\n")
         await asyncio.gather(*(p.stdin.drain() for p in self._processes if p.stdin))
         replies = await self._replies(self.timeout)
         errors = [reply["error"] for reply in replies if "error" in reply]
-        assert not errors, f"racer processes failed to {op} run {run_id!r}: {errors}"
-        return sum(1 for reply in replies if reply.get("won"))
+        assert not errors, f"racer processes failed: {errors}"
+        return [bool(reply.get("won")) for reply in replies]
 
     async def _replies(self, within: float) -> list[dict[str, object]]:
         async def one(process: asyncio.subprocess.Process) -> dict[str, object]:

@@ -5,6 +5,8 @@
 answers one JSON line per command read from stdin::
 
     {"op": "claim" | "begin", "run_id": "...", "at": <time.monotonic()>}
+    {"op": "begin", "run_ids": [...], "lease": <seconds>, "at": ...}   (begins each)
+    {"op": "poll", "seconds": <s>, "at": ...}   (reads interrupted() for s seconds)
     -> {"won": true | false}  or  {"error": "..."}
 
 ``at`` is when to act (the machine's monotonic clock is shared by its
@@ -18,22 +20,32 @@ import json
 import os
 import sys
 import time
+from typing import Any
 
 import outlast
 from outlast.adapter import CheckpointerFactory, RunExists, RunStart
 
 
-async def act(store: CheckpointerFactory, namespace: str, command: dict[str, object]) -> bool:
-    run_id = str(command["run_id"])
+async def act(store: CheckpointerFactory, namespace: str, command: dict[str, Any]) -> bool:
     owner = f"racer-{os.getpid()}"
-    if command["op"] == "claim":
-        claim = await store.claim(run_id, owner=owner, lease=3600, namespace=namespace)
+    op = command["op"]
+    if op == "claim":
+        claim = await store.claim(command["run_id"], owner=owner, lease=3600, namespace=namespace)
         return claim is not None
-    try:
-        await store.begin(RunStart(run_id, "race", os.getpid(), namespace, owner, 3600))
-    except RunExists:
-        return False
-    return True
+    if op == "poll":  # a worker watching the work list while others begin
+        until = time.monotonic() + float(command["seconds"])
+        while True:
+            await store.interrupted(namespace, limit=1000)
+            if time.monotonic() >= until:
+                return True
+    won = True
+    for run_id in command.get("run_ids") or [command["run_id"]]:
+        lease = float(command.get("lease", 3600))
+        try:
+            await store.begin(RunStart(run_id, "race", os.getpid(), namespace, owner, lease))
+        except RunExists:
+            won = False
+    return won  # begun, then left to expire: this racer "dies" without a release
 
 
 async def main(url: str, namespace: str) -> None:
@@ -42,7 +54,7 @@ async def main(url: str, namespace: str) -> None:
         await store.load("racer-warm-up", namespace)  # connect now, not in the race
         print(json.dumps({"ready": True}), flush=True)
         while line := await asyncio.to_thread(sys.stdin.readline):
-            command = json.loads(line)
+            command: dict[str, Any] = json.loads(line)
             delay = float(command["at"]) - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)  # act together with the other racers

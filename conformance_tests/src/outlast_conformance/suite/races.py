@@ -16,6 +16,7 @@ from outlast_conformance.support import (
     start,
     state,
     unique,
+    wait_for,
     winners_message,
 )
 
@@ -128,6 +129,49 @@ class RaceTests(StoreFixtures):
                 )
                 stored = await factory.load(run_id, namespace)
                 assert stored is not None and stored.record.status is RunStatus.RUNNING
+
+    @pytest.mark.outlast_requires("multi_process")
+    @pytest.mark.asyncio
+    async def test_runs_begun_while_other_processes_poll_are_never_lost(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """Half of N processes read interrupted() over and over while the
+        others begin twenty runs each and die (no release): once their leases
+        expire, every begun run is in interrupted() and in list(). (A store
+        whose work list is a separate index, updated apart from the record,
+        loses runs here.)"""
+        n = self.capabilities.concurrency
+        pollers = max(1, n // 2)
+        lease = self.capabilities.lease_resolution
+        commands: list[dict[str, object]] = [{"op": "poll", "seconds": 2.0}] * pollers
+        begun: list[str] = []
+        for index in range(n - pollers):
+            run_ids = [f"polled-{index}-{k:02d}" for k in range(ROUNDS)]
+            begun += run_ids
+            commands.append({"op": "begin", "run_ids": run_ids, "lease": lease})
+        async with Racers(
+            self.url(factory), namespace, n, self.capabilities.wait_timeout
+        ) as racers:
+            assert all(await racers.each(commands)), "a racer's begin raised RunExists"
+
+        async def all_found() -> bool:
+            return set(begun) <= await interrupted_ids(factory, namespace)
+
+        await wait_for(
+            all_found,
+            within=self.capabilities.wait_timeout,
+            what="every begun run to be in interrupted()",
+        )
+        listed: set[str] = set()
+        cursor: str | None = None
+        while True:
+            page = await factory.list(namespace, limit=100, cursor=cursor)
+            listed |= {r.run_id for r in page.records}
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        missing = sorted(set(begun) - listed)
+        assert missing == [], f"{len(missing)} begun runs are missing from list(): {missing[:5]}"
 
     @pytest.mark.asyncio
     async def test_delete_racing_begin_never_loses_the_new_run(
