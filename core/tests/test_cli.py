@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +139,102 @@ def test_recover_rejects_a_bad_app_spec(url: str) -> None:
     result = CliRunner().invoke(main, ["recover", "no_colon_here", "--url", url])
     assert result.exit_code == 2
     assert "is not module:object" in result.output
+
+
+WORKER_APP = """
+import asyncio
+
+from outlast import Agent, Executor, Message, ScriptedModel, Tool, ToolCall
+
+
+async def hold(arguments):
+    await asyncio.Event().wait()  # held until the worker shuts down
+
+
+def app(store):
+    executor = Executor(store, lease=3600)
+    executor.register("quick", Agent(ScriptedModel([Message.assistant("quick done")])))
+    held = ScriptedModel([Message.assistant(None, (ToolCall("h1", "hold", {}),))])
+    executor.register("held", Agent(held, tools=[Tool("hold", "waits", hold)]))
+    return executor
+"""
+
+
+def submit(url: str, kind: str, run_id: str) -> None:
+    async def go() -> None:
+        store = outlast.open(url)
+        await outlast.Executor(store).submit(kind, None, run_id=run_id)
+        await store.close()
+
+    asyncio.run(go())
+
+
+def status_of(url: str, run_id: str) -> str:
+    shown = CliRunner().invoke(main, ["runs", "show", run_id, "--url", url])
+    line = next(line for line in shown.output.splitlines() if line.startswith("status:"))
+    return line.split(":", 1)[1].strip()
+
+
+def test_worker_serves_submitted_runs_and_exits_0_on_sigterm_releasing_its_run(
+    url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "workerapp.py").write_text(WORKER_APP)
+    submit(url, "quick", "q1")
+    submit(url, "held", "h1")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    worker = subprocess.Popen(  # noqa: S603 - our own CLI with fixed arguments
+        [sys.executable, "-m", "outlast.cli", "worker", "workerapp:app", "--url", url, "-c", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        waited = CliRunner().invoke(main, ["runs", "wait", "q1", "--url", url, "--timeout", "60"])
+        assert waited.exit_code == 0, waited.output
+        assert "q1: completed (epoch 1): 'quick done'" in waited.output
+        deadline = time.monotonic() + 60
+        while (
+            "epoch:             1"
+            not in CliRunner().invoke(main, ["runs", "show", "h1", "--url", url]).output
+        ):
+            assert time.monotonic() < deadline, "the worker never started the held run"
+            time.sleep(0.05)  # a plain (sync) test polling another process's progress
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, err
+    assert "releasing running runs" in err
+    assert "claimed 2" in out
+    assert status_of(url, "h1") == "running"
+    shown = CliRunner().invoke(main, ["runs", "show", "h1", "--url", url]).output
+    assert "lease expires:     -" in shown  # released, not left to expire
+
+
+def test_runs_wait_reports_failures_and_timeouts_with_exit_codes(url: str) -> None:
+    submit(url, "nobody", "queued")
+    timed_out = CliRunner().invoke(
+        main, ["runs", "wait", "queued", "--url", url, "--timeout", "0.2"]
+    )
+    assert timed_out.exit_code == 2
+    assert "still running after 0.2s" in timed_out.output
+    cancelled = CliRunner().invoke(main, ["runs", "cancel", "queued", "--url", url])
+    assert cancelled.exit_code == 0
+    assert "cancelled (nobody was running it)" in cancelled.output
+    failed = CliRunner().invoke(main, ["runs", "wait", "queued", "--url", url])
+    assert failed.exit_code == 1
+    assert "Cancelled: cancelled by request" in failed.output
+    again = CliRunner().invoke(main, ["runs", "cancel", "queued", "--url", url])
+    assert again.exit_code == 1
+    assert "already failed" in again.output
+    listed = CliRunner().invoke(main, ["runs", "list", "--url", url])
+    assert "failed" in listed.output
+
+
+def test_runs_list_shows_queued_runs(url: str) -> None:
+    submit(url, "nobody", "waiting-for-a-worker")
+    listed = CliRunner().invoke(main, ["runs", "list", "--url", url])
+    assert "waiting-for-a-worker" in listed.output and "queued" in listed.output

@@ -1,4 +1,4 @@
-"""A store whose begin or saves can be made to fail as if unreachable.
+"""A store whose begin, saves or claims can be made to fail as if unreachable.
 
 The executor-level tests wrap the store under test in :class:`FlakyStore` to
 see what the executor does when the store cannot be reached: everything is
@@ -9,6 +9,7 @@ StoreUnavailable while the test says so.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from outlast.adapter import (
     DEFAULT_NAMESPACE,
@@ -27,19 +28,46 @@ from outlast.adapter import (
 
 
 class FlakyStore:
-    """Delegates to ``inner``; ``begin_down`` / ``saves_down`` make those fail."""
+    """Delegates to ``inner``; ``begin_down``, ``saves_down`` and
+    ``claims_down`` (claim_next) make those fail."""
 
     def __init__(self, inner: CheckpointerFactory) -> None:
         self.inner = inner
         self.begin_down = False
         self.saves_down = False
+        self.claims_down = False
         self.failed_saves = 0
+        self.failed_claims = 0
         self.save_failed = asyncio.Event()
+        self.claim_failed = asyncio.Event()
 
     async def begin(self, start: RunStart) -> Checkpointer:
         if self.begin_down:
             raise StoreUnavailable("the test made the store unreachable for begin")
         return FlakyCheckpointer(await self.inner.begin(start), self)
+
+    async def submit(self, start: RunStart) -> None:
+        await self.inner.submit(start)
+
+    async def claim_next(
+        self,
+        kinds: Sequence[str],
+        *,
+        owner: str,
+        lease: float,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Claim | None:
+        if self.claims_down:
+            self.failed_claims += 1
+            self.claim_failed.set()
+            raise StoreUnavailable("the test made the store unreachable for claims")
+        claim = await self.inner.claim_next(kinds, owner=owner, lease=lease, namespace=namespace)
+        if claim is None:
+            return None
+        return Claim(FlakyCheckpointer(claim.checkpointer, self), claim.resume, claim.record)
+
+    async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        return await self.inner.cancel(run_id, namespace)
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
@@ -100,12 +128,12 @@ class FlakyCheckpointer:
     def epoch(self) -> int:
         return self.inner.epoch
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState) -> bool:
         if self.store.saves_down:
             self.store.failed_saves += 1
             self.store.save_failed.set()
             raise StoreUnavailable("the test made the store unreachable for saves")
-        await self.inner.save(state)
+        return await self.inner.save(state)
 
     async def complete(self, result: JSON) -> None:
         await self.inner.complete(result)
@@ -116,5 +144,5 @@ class FlakyCheckpointer:
     async def release(self) -> None:
         await self.inner.release()
 
-    async def renew(self) -> None:
-        await self.inner.renew()
+    async def renew(self) -> bool:
+        return await self.inner.renew()

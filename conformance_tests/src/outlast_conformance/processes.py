@@ -49,6 +49,10 @@ class Racers:
 
     async def each(self, commands: list[dict[str, object]]) -> list[bool]:
         """Racer i does ``commands[i]``, all starting at the same moment; who won."""
+        return [bool(reply.get("won")) for reply in await self.replies_to(commands)]
+
+    async def replies_to(self, commands: list[dict[str, object]]) -> list[dict[str, object]]:
+        """Racer i does ``commands[i]``, all starting at the same moment; their replies."""
         at = time.monotonic() + START_MARGIN
         for process, command in zip(self._processes, commands, strict=True):
             assert process.stdin is not None
@@ -57,7 +61,7 @@ class Racers:
         replies = await self._replies(self.timeout)
         errors = [reply["error"] for reply in replies if "error" in reply]
         assert not errors, f"racer processes failed: {errors}"
-        return [bool(reply.get("won")) for reply in replies]
+        return replies
 
     async def _replies(self, within: float) -> list[dict[str, object]]:
         async def one(process: asyncio.subprocess.Process) -> dict[str, object]:

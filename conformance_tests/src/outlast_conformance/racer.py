@@ -7,7 +7,8 @@ answers one JSON line per command read from stdin::
     {"op": "claim" | "begin", "run_id": "...", "at": <time.monotonic()>}
     {"op": "begin", "run_ids": [...], "lease": <seconds>, "at": ...}   (begins each)
     {"op": "poll", "seconds": <s>, "at": ...}   (reads interrupted() for s seconds)
-    -> {"won": true | false}  or  {"error": "..."}
+    {"op": "drain", "at": ...}   (claim_next of kind "race" until none is left)
+    -> {"won": true | false, "claimed": [run ids]}  or  {"error": "..."}
 
 ``at`` is when to act (the machine's monotonic clock is shared by its
 processes), so every racer acts at the same moment. stdin closing ends it.
@@ -26,12 +27,20 @@ import outlast
 from outlast.adapter import CheckpointerFactory, RunExists, RunStart
 
 
-async def act(store: CheckpointerFactory, namespace: str, command: dict[str, Any]) -> bool:
+async def act(
+    store: CheckpointerFactory, namespace: str, command: dict[str, Any], claimed: list[str]
+) -> bool:
     owner = f"racer-{os.getpid()}"
     op = command["op"]
     if op == "claim":
         claim = await store.claim(command["run_id"], owner=owner, lease=3600, namespace=namespace)
         return claim is not None
+    if op == "drain":  # a worker taking runs until none is left
+        while claim := await store.claim_next(
+            ["race"], owner=owner, lease=3600, namespace=namespace
+        ):
+            claimed.append(claim.record.run_id)
+        return True
     if op == "poll":  # a worker watching the work list while others begin
         until = time.monotonic() + float(command["seconds"])
         while True:
@@ -58,8 +67,10 @@ async def main(url: str, namespace: str) -> None:
             delay = float(command["at"]) - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)  # act together with the other racers
+            claimed: list[str] = []
             try:
-                reply: dict[str, object] = {"won": await act(store, namespace, command)}
+                won = await act(store, namespace, command, claimed)
+                reply: dict[str, object] = {"won": won, "claimed": claimed}
             except Exception as exc:  # noqa: BLE001 - reported to the test, which fails
                 reply = {"error": f"{type(exc).__name__}: {exc}"}
             print(json.dumps(reply), flush=True)

@@ -132,7 +132,7 @@ async def writes_not_fenced(cp: Checkpointer, state: CheckpointState) -> list[st
     Each write is attempted even when an earlier one wrongly succeeded, so a
     failing test names every unfenced write at once.
     """
-    writes: dict[str, Callable[[], Awaitable[None]]] = {
+    writes: dict[str, Callable[[], Awaitable[object]]] = {
         "save": lambda: cp.save(state),
         "complete": lambda: cp.complete("stale result"),
         "fail": lambda: cp.fail("stale error"),

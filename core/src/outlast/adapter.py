@@ -34,6 +34,7 @@ from outlast.errors import (
     CorruptCheckpoint,
     LeaseLost,
     RunExists,
+    RunFinished,
     RunNotFound,
     StoreError,
     StoreUnavailable,
@@ -43,6 +44,7 @@ from outlast.hookspecs import hookimpl
 from outlast.messages import JSON, JSONObject, Message, PhaseOutput
 from outlast.ports import (
     DEFAULT_NAMESPACE,
+    ChangeNotifier,
     Checkpointer,
     CheckpointerFactory,
     CheckpointState,
@@ -61,6 +63,7 @@ __all__ = [
     "FORMAT_VERSION",
     "JSON",
     "BackendInfo",
+    "ChangeNotifier",
     "CheckpointState",
     "CheckpointStateError",
     "Checkpointer",
@@ -75,6 +78,7 @@ __all__ = [
     "PhaseOutput",
     "ResumeState",
     "RunExists",
+    "RunFinished",
     "RunNotFound",
     "RunPage",
     "RunRecord",

@@ -4,18 +4,22 @@ Why an attempt stopped is recorded where it happens, as a :class:`Stop`, and
 the outcome is decided from that record alone, never by reading exception
 chains:
 
-==================  ==========================================  ==============
-stop                recorded by                                 the record gets
-==================  ==========================================  ==============
-none, it returned   —                                           ``complete``
-none, it raised     —: the run's own error (model, tool, step   ``fail``
-                    limit, deadline, critic, build, not JSON)
-``SHUTDOWN``        ``Executor.shutdown()``                     ``release``
-``CANCELLED``       the caller cancelling ``Executor.run``      ``fail``
-``LEASE_LOST``      a save or the heartbeat meeting LeaseLost   nothing
-``STORE_DOWN``      a save that could not reach the store       nothing: left
-                    while the lease lasted                      ``running``
-==================  ==========================================  ==============
+====================  ========================================  ===============
+stop                  recorded by                               the record gets
+====================  ========================================  ===============
+none, it returned     —                                         ``complete``
+none, it raised       —: the run's own error (model, tool,      ``fail``
+                      step limit, deadline, critic, build,
+                      not JSON)
+``SHUTDOWN``          ``Executor.shutdown()``                   ``release``
+``CANCELLED``         the caller cancelling ``Executor.run``    ``fail``
+``CANCEL_REQUESTED``  a save or renewal reporting a cancel      ``fail``
+                      request (``Executor.cancel``)             (``Cancelled``)
+``LEASE_LOST``        a save or the heartbeat meeting           nothing
+                      LeaseLost
+``STORE_DOWN``        a save that could not reach the store     nothing: left
+                      while the lease lasted                    ``running``
+====================  ========================================  ===============
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from outlast import ids
+from outlast import ids, transitions
 from outlast.bodies import Output
-from outlast.errors import LeaseLost, Shutdown, StoreError, StoreUnavailable
+from outlast.errors import Cancelled, LeaseLost, Shutdown, StoreError, StoreUnavailable
 from outlast.events import EventKind
 from outlast.messages import JSON
 from outlast.observing import observed
@@ -55,6 +59,7 @@ LAST_RETRY = 2.0
 class StopReason(enum.Enum):
     SHUTDOWN = "host shutdown"
     CANCELLED = "cancelled by the caller"
+    CANCEL_REQUESTED = "cancelled by request"
     LEASE_LOST = "lease lost"
     STORE_DOWN = "store unreachable"
 
@@ -83,6 +88,7 @@ class RunAttempt:
         renew_interval: float,
     ) -> None:
         self.checkpointer = checkpointer
+        self._run_id = checkpointer.run_id if checkpointer is not None else "(not durable)"
         self.lease = lease
         self.renew_interval = renew_interval
         self.stop: Stop | None = None
@@ -150,6 +156,8 @@ class RunAttempt:
             raise Shutdown("the run was interrupted by host shutdown and released for recovery")
         if stop.reason is StopReason.CANCELLED:
             raise asyncio.CancelledError
+        if stop.reason is StopReason.CANCEL_REQUESTED:
+            raise Cancelled(f"run {self._run_id} was cancelled by request")
         assert stop.error is not None
         raise stop.error
 
@@ -169,7 +177,9 @@ class RunAttempt:
         delay = FIRST_RETRY
         while True:
             try:
-                await observed(EventKind.SAVE, cp.run_id, cp.namespace, cp.epoch, cp.save(state))
+                cancel_requested = await observed(
+                    EventKind.SAVE, cp.run_id, cp.namespace, cp.epoch, cp.save(state)
+                )
             except LeaseLost as exc:
                 self.request_stop(StopReason.LEASE_LOST, exc)
                 raise
@@ -209,6 +219,8 @@ class RunAttempt:
                 raise
             else:
                 self._owned_until = time.monotonic() + self.lease
+                if cancel_requested:  # the step is saved; the run stops here
+                    self.request_stop(StopReason.CANCEL_REQUESTED)
                 return
 
     async def _heartbeat(self) -> None:
@@ -217,7 +229,7 @@ class RunAttempt:
         while True:
             await asyncio.sleep(self.renew_interval)
             try:
-                await cp.renew()
+                cancel_requested = await cp.renew()
             except LeaseLost as exc:
                 log.warning("outlast: run %s lost its lease (%s); stopping it", cp.run_id, exc)
                 observed_lost(cp, exc)
@@ -227,6 +239,10 @@ class RunAttempt:
                 log.warning("outlast: lease renewal of run %s failed: %s", cp.run_id, exc)
             else:
                 self._owned_until = time.monotonic() + self.lease
+                if cancel_requested:
+                    log.info("outlast: run %s was cancelled by request; stopping it", cp.run_id)
+                    self.request_stop(StopReason.CANCEL_REQUESTED)
+                    return
 
     # -- finalization -----------------------------------------------------------
 
@@ -261,8 +277,9 @@ async def finish(
         elif stop is not None and stop.reason is StopReason.SHUTDOWN:
             await observed(EventKind.RELEASE, cp.run_id, cp.namespace, cp.epoch, cp.release())
         else:
-            text = StopReason.CANCELLED.value if error is None else describe(error)
-            await observed(EventKind.FAIL, cp.run_id, cp.namespace, cp.epoch, cp.fail(text))
+            await observed(
+                EventKind.FAIL, cp.run_id, cp.namespace, cp.epoch, cp.fail(failure(error, stop))
+            )
     except Exception as exc:  # noqa: BLE001 - finalize errors never mask the run's outcome
         log.warning(
             "outlast: finalizing run %s failed (%s: %s)", cp.run_id, type(exc).__name__, exc
@@ -275,6 +292,13 @@ def observed_lost(cp: Checkpointer, exc: LeaseLost) -> None:
     from outlast.plugins import emit
 
     emit(Event(EventKind.LEASE_LOST, cp.run_id, cp.namespace, cp.epoch, 0.0, str(exc)))
+
+
+def failure(error: BaseException | None, stop: Stop | None) -> str:
+    """The error text of a failed record: a cancel request's, or the error's."""
+    if stop is not None and stop.reason is StopReason.CANCEL_REQUESTED:
+        return transitions.CANCELLED
+    return StopReason.CANCELLED.value if error is None else describe(error)
 
 
 def describe(error: BaseException) -> str:

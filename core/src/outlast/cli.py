@@ -7,19 +7,22 @@ import datetime
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import click
 
-from outlast.errors import OutlastError
+from outlast.errors import OutlastError, ResultTimeout, RunFailed
 from outlast.executor import Executor
 from outlast.plugins import backends, broken_plugins
 from outlast.plugins import open as open_store
 from outlast.ports import DEFAULT_NAMESPACE, CheckpointerFactory, RunRecord, RunStatus
 from outlast.retention import parse_duration
+from outlast.runs import RunResult
 from outlast.urls import DEFAULT_URL, URL_ENV, redact
+from outlast.worker import WorkerStats
 
 T = TypeVar("T")
 
@@ -120,8 +123,9 @@ def list_runs(url: str, namespace: str, status: str | None, limit: int, all_page
         return
     click.echo(f"{'RUN ID':<36} {'STATUS':<10} {'EPOCH':>5} {'TRIES':>5}  {'KIND':<20} UPDATED")
     for r in records:
+        status = "queued" if r.queued else r.status.value
         click.echo(
-            f"{r.run_id:<36} {r.status.value:<10} {r.epoch:>5} {r.attempts:>5}  "
+            f"{r.run_id:<36} {status:<10} {r.epoch:>5} {r.attempts:>5}  "
             f"{r.kind:<20} {_when(r.updated_at)}"
         )
 
@@ -140,11 +144,12 @@ def show_run(run_id: str, url: str, namespace: str) -> None:
         ("run id", r.run_id),
         ("namespace", r.namespace),
         ("kind", r.kind),
-        ("status", r.status.value),
+        ("status", "queued (submitted, no worker yet)" if r.queued else r.status.value),
         ("epoch", str(r.epoch)),
         ("attempts", f"{r.attempts} (begin and every claim)"),
         ("crashes", f"{r.crashes} (claims after a worker died; the poison limit counts these)"),
         ("owner", r.owner or "-"),
+        ("cancel requested", "yes" if r.cancel_requested else "no"),
         ("lease expires", _when(r.lease_expires_at)),
         ("created", _when(r.created_at)),
         ("updated", _when(r.updated_at)),
@@ -157,6 +162,47 @@ def show_run(run_id: str, url: str, namespace: str) -> None:
         rows.append(("result", repr(r.result)))
     for label, value in rows:
         click.echo(f"{label + ':':<18} {value}")
+
+
+@runs.command(name="wait")
+@click.argument("run_id")
+@url_option
+@namespace_option
+@click.option(
+    "--timeout", type=float, default=None, help="Seconds to wait at most (default: no limit)."
+)
+def wait_run(run_id: str, url: str, namespace: str, timeout: float | None) -> None:
+    """Wait until a run is terminal; print its result (exit 1 if it failed, 2 on timeout)."""
+    if timeout is not None and not timeout > 0:
+        raise click.BadParameter("must be a positive number of seconds", param_hint="--timeout")
+
+    async def use(store: CheckpointerFactory) -> RunResult:
+        return await Executor(store, namespace=namespace).result(run_id, timeout=timeout)
+
+    try:
+        finished = asyncio.run(_with_store(url, use))
+    except RunFailed as exc:
+        click.echo(f"{run_id}: failed: {exc.error}", err=True)
+        sys.exit(1)
+    except ResultTimeout as exc:
+        click.echo(f"{run_id}: {exc}", err=True)
+        sys.exit(2)
+    except OutlastError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{run_id}: completed (epoch {finished.epoch}): {finished.output!r}")
+
+
+@runs.command(name="cancel")
+@click.argument("run_id")
+@url_option
+@namespace_option
+def cancel_run(run_id: str, url: str, namespace: str) -> None:
+    """Cancel a run: failed at once if nobody owns it, else by its worker at its next save."""
+    record = _run(_with_store(url, lambda store: store.cancel(run_id, namespace)))
+    if record.status is RunStatus.FAILED:
+        click.echo(f"{run_id}: cancelled (nobody was running it)")
+    else:
+        click.echo(f"{run_id}: cancel requested; its worker {record.owner!r} stops it shortly")
 
 
 @runs.command(name="delete")
@@ -221,18 +267,78 @@ def recover(app: str, url: str, limit: int) -> None:
             click.echo(f"  {run_id}: {type(error).__name__}: {error}", err=True)
         for run_id, error in report.left.items():
             click.echo(f"  {run_id}: left running: {type(error).__name__}: {error}", err=True)
-        for run_id, reason in report.quarantined.items():
-            click.echo(f"  {run_id}: quarantined: {reason}", err=True)
         for run_id, reason in report.skipped.items():
             click.echo(f"  {run_id}: skipped: {reason}", err=True)
         click.echo(
             f"recovered {len(report.results)}, failed {len(report.errors)}, "
             f"released {len(report.released)}, left running {len(report.left)}, "
-            f"quarantined {len(report.quarantined)}, skipped {len(report.skipped)}"
+            f"skipped {len(report.skipped)}"
         )
         return 1 if report.errors or report.left else 0
 
     sys.exit(_run(_with_store(url, use)))
+
+
+@main.command()
+@click.argument("app")
+@url_option
+@click.option("--concurrency", "-c", default=1, show_default=True, help="Runs at once.")
+@click.option(
+    "--poll-interval",
+    default=1.0,
+    show_default=True,
+    help="Seconds between looks for work when the store does not notify.",
+)
+@click.option(
+    "--drain-timeout",
+    default=30.0,
+    show_default=True,
+    help="Seconds to wait for running runs to be released on shutdown.",
+)
+def worker(
+    app: str, url: str, concurrency: int, poll_interval: float, drain_timeout: float
+) -> None:
+    """Work as a long-running worker for APP (module:object, as for recover).
+
+    Claims queued and interrupted runs of the kinds APP registers, runs up to
+    --concurrency at once, and keeps going through store outages. SIGTERM or
+    SIGINT: stop claiming, release the running runs, exit 0; a second signal
+    exits at once.
+    """
+    if concurrency < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--concurrency")
+
+    async def use(store: CheckpointerFactory) -> WorkerStats:
+        executor = _load_app(app, store)
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGTERM, signal.SIGINT)
+
+        def on_signal() -> None:
+            if executor.shutting_down:
+                click.echo("outlast worker: second signal, exiting now", err=True)
+                os._exit(1)
+            click.echo("outlast worker: shutting down, releasing running runs", err=True)
+            executor.shutdown()
+
+        for sig in signals:
+            loop.add_signal_handler(sig, on_signal)
+        click.echo(
+            f"outlast worker {executor.owner}: kinds {', '.join(executor.kinds) or '(none)'} "
+            f"of namespace {executor.namespace!r} on {redact(url)}, {concurrency} at a time"
+        )
+        try:
+            return await executor.serve(
+                concurrency=concurrency,
+                poll_interval=poll_interval,
+                drain_timeout=drain_timeout,
+            )
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+    stats = _run(_with_store(url, use))
+    ended = ", ".join(f"{outcome} {count}" for outcome, count in sorted(stats.ended.items()))
+    click.echo(f"outlast worker: stopped; claimed {stats.claimed} ({ended or 'none ended'})")
 
 
 @main.command()

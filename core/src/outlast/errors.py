@@ -9,10 +9,12 @@ The hierarchy::
     │   ├── StoreUnavailable       cannot reach / authenticate to the store
     │   ├── RunExists              begin() with a run id that already exists
     │   ├── RunNotFound            no such run in that namespace
+    │   ├── RunFinished            cancel of a run that already completed or failed
     │   ├── LeaseLost              fenced: the run is no longer this writer's
     │   ├── CorruptCheckpoint      a stored record does not parse
     │   │   └── UnknownFormat      written by a newer outlast (never quarantined)
     │   └── CheckpointStateError   a save that breaks the append-only contract
+    ├── ResultTimeout              waiting for a run's result took too long
     └── RunError                   the run itself stopped with an error
         ├── RunFailed              the run id failed earlier (its stored error)
         ├── ModelError             the model failed or gave an unusable reply
@@ -21,6 +23,7 @@ The hierarchy::
         ├── CriticKilled           the critic callback stopped the run
         ├── ResumeMismatch         saved phases are not a prefix of the plan
         ├── PoisonRun              its workers crashed more than max_crashes times
+        ├── Cancelled              someone cancelled the run (Executor.cancel)
         └── Shutdown               the host is shutting down (run is released)
 
 Adapters translate their driver's exceptions into these at the boundary, most
@@ -92,6 +95,23 @@ class RunNotFound(StoreError):
         self.run_id = run_id
         self.namespace = namespace
         super().__init__(f"no run {run_id!r} in namespace {namespace!r}")
+
+
+class RunFinished(StoreError):
+    """The run already completed or failed: there is nothing to cancel."""
+
+    def __init__(self, run_id: str, namespace: str, status: str) -> None:
+        self.run_id = run_id
+        self.namespace = namespace
+        self.status = status
+        super().__init__(
+            f"run {run_id!r} in namespace {namespace!r} already {status}; "
+            "only a run that is still running (or queued) can be cancelled"
+        )
+
+
+class ResultTimeout(OutlastError, TimeoutError):
+    """A wait for a run's result ran out of time; the run goes on."""
 
 
 class LeaseLost(StoreError):
@@ -176,6 +196,10 @@ class ResumeMismatch(RunError):
 
 class PoisonRun(RunError):
     """The run crashed its workers more than ``max_crashes`` times and is failed."""
+
+
+class Cancelled(RunError):
+    """Someone cancelled the run (``Executor.cancel``, ``outlast runs cancel``)."""
 
 
 class Shutdown(RunError):

@@ -2,8 +2,11 @@
 
 A small facade. One attempt at a run (body, heartbeat, durable saves,
 finalize) is :mod:`outlast.attempt`; what running an existing run id means
-is :mod:`outlast.idempotency`; recovery is :mod:`outlast.recovery`; the run
-kinds are :mod:`outlast.registry`.
+is :mod:`outlast.idempotency`; continuing a claimed run is
+:mod:`outlast.claimed`, done once by :mod:`outlast.recovery` and
+continuously by :mod:`outlast.worker`; submitting, waiting for and
+cancelling runs of a fleet is :mod:`outlast.submission`; the run kinds are
+:mod:`outlast.registry`.
 
 ====================================  =============================
 how the run ended                     what the durable record gets
@@ -35,7 +38,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 
-from outlast import ids
+from outlast import ids, submission, worker
 from outlast.attempt import TRANSIENT, RunAttempt, Stop, StopReason, finish, uninterrupted
 from outlast.bodies import run_body
 from outlast.errors import ConfigurationError, RunExists, Shutdown
@@ -48,12 +51,14 @@ from outlast.ports import (
     Checkpointer,
     CheckpointerFactory,
     ResumeState,
+    RunRecord,
     RunStart,
 )
 from outlast.recovery import RecoveryProgress, RecoveryReport, recover
 from outlast.registry import Registry
 from outlast.runs import Builder, RunDefinition, RunResult
 from outlast.throttle import ThrottledCheckpointer
+from outlast.worker import WorkerStats
 
 log = logging.getLogger("outlast.executor")
 
@@ -104,6 +109,7 @@ class Executor:
         self.registry = Registry()
         self._attempts: set[RunAttempt] = set()
         self._shutting_down = False
+        self._stopping = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"Executor(store={self.store!r}, namespace={self.namespace!r}, owner={self.owner!r})"
@@ -129,8 +135,14 @@ class Executor:
         or from inside a run (a tool). New runs are refused afterwards.
         """
         self._shutting_down = True
+        self._stopping.set()
         for attempt in list(self._attempts):
             attempt.request_stop(StopReason.SHUTDOWN)
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        """Set by :meth:`shutdown`: what a worker loop waits on."""
+        return self._stopping
 
     @contextlib.contextmanager
     def handle_signals(self, *signals: signal.Signals) -> Iterator[None]:
@@ -245,16 +257,74 @@ class Executor:
                 return None
         raise RunExists(run_id, self.namespace, "it keeps being deleted and begun again")
 
+    # -- a fleet ------------------------------------------------------------------
+
+    async def submit(self, kind: str, input: JSON = None, *, run_id: str | None = None) -> str:
+        """Record a run for the fleet's workers to start; returns its run id at once.
+
+        Idempotent by run id: the same id with the same kind is the same run
+        (another kind: RunExists). The kind need not be registered here.
+        """
+        run_id = uuid.uuid4().hex if run_id is None else ids.check_run_id(run_id)
+        start = submission.start_of(kind, input, run_id, self.namespace, self.lease)
+        return await submission.submit(self._store(), start)
+
+    async def result(self, run_id: str, *, timeout: float | None = None) -> RunResult:
+        """Wait until the run is terminal and return its stored result.
+
+        A failed run raises RunFailed with its stored error; no result within
+        ``timeout`` seconds raises ResultTimeout (the run goes on); an
+        unknown id raises RunNotFound.
+        """
+        return await submission.result(self._store(), run_id, self.namespace, timeout)
+
+    async def cancel(self, run_id: str) -> RunRecord:
+        """Cancel a run: failed at once when nobody owns it, else by its owner
+        at its next save or lease renewal (``Cancelled``). Returns the record
+        after the request; RunFinished for a run that already ended."""
+        return await self._store().cancel(ids.check_run_id(run_id), self.namespace)
+
+    async def serve(
+        self,
+        *,
+        concurrency: int = 1,
+        poll_interval: float = 1.0,
+        drain_timeout: float = 30.0,
+    ) -> WorkerStats:
+        """Work as a long-running worker until :meth:`shutdown` (see :mod:`outlast.worker`).
+
+        Claims queued and interrupted runs of the registered kinds, runs at
+        most ``concurrency`` at once, and on shutdown releases them and
+        returns within ``drain_timeout`` seconds.
+        """
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        for name, value in (("poll_interval", poll_interval), ("drain_timeout", drain_timeout)):
+            if not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        return await worker.serve(
+            self,
+            self._store(),
+            concurrency=concurrency,
+            poll_interval=poll_interval,
+            drain_timeout=drain_timeout,
+        )
+
+    def _store(self) -> CheckpointerFactory:
+        if self.store is None:
+            raise ConfigurationError("this needs an executor with a store (outlast.open(url))")
+        return self.store
+
     # -- recovery ------------------------------------------------------------------
 
     async def recover(
         self, *, limit: int = 100, progress: RecoveryProgress | None = None
     ) -> RecoveryReport:
-        """Claim and continue the interrupted runs of this namespace, one by one.
+        """Claim and continue up to ``limit`` claimable runs (interrupted or
+        queued) of this namespace's registered kinds, one by one.
 
-        See :mod:`outlast.recovery`. Stops claiming once the executor is
-        shutting down.
+        The same machinery as :meth:`serve`, run once: see
+        :mod:`outlast.recovery`. Stops claiming once the executor is shutting
+        down.
         """
-        if self.store is None:
-            raise ConfigurationError("recover() needs an executor with a store")
-        return await recover(self, self.store, limit=ids.check_limit(limit), progress=progress)
+        return await recover(self, self._store(), limit=ids.check_limit(limit), progress=progress)

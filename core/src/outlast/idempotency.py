@@ -61,6 +61,8 @@ async def existing_run(store: CheckpointerFactory, start: RunStart) -> RunResult
 def status_of(record: RunRecord, now: float | None = None) -> str:
     """How a running run stands, in words, for errors and the CLI."""
     now = time.time() if now is None else now
+    if record.queued:
+        return "it is queued: submitted, waiting for a worker (Executor.result waits for it)"
     if record.lease_expires_at is None:
         return (
             f"it is running but released (interrupted, epoch {record.epoch}): "

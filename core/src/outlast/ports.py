@@ -27,7 +27,7 @@ Rules every implementation keeps:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -106,7 +106,10 @@ class RunRecord:
     (a worker died), which is what the poison limit counts. ``incarnation``
     is a random token drawn by ``begin``: a run deleted and begun again under
     the same id is another incarnation, so a writer of the deleted one is
-    fenced even at the same epoch.
+    fenced even at the same epoch. A run submitted to a fleet is ``running``
+    at epoch 0 with no owner and no lease until a worker claims it (its first
+    claim is a start: no crash). ``cancel_requested`` is set by a cancel of a
+    run a worker owns; the owner sees it at its next save or renewal.
     """
 
     run_id: str
@@ -125,6 +128,12 @@ class RunRecord:
     result: JSON = None
     error: str | None = None
     incarnation: str = ""
+    cancel_requested: bool = False
+
+    @property
+    def queued(self) -> bool:
+        """Submitted and not started yet: running, never claimed (epoch 0)."""
+        return self.status is RunStatus.RUNNING and self.epoch == 0
 
     @property
     def interrupted_since(self) -> float | None:
@@ -154,6 +163,7 @@ class RunRecord:
             "result": self.result,
             "error": self.error,
             "incarnation": self.incarnation,
+            "cancel_requested": self.cancel_requested,
         }
 
     @classmethod
@@ -161,8 +171,9 @@ class RunRecord:
         """The record of :meth:`to_json`'s output (other keys are ignored).
 
         Raises KeyError, TypeError or ValueError on a malformed object; stores
-        turn those into CorruptCheckpoint naming the run. ``crashes`` and
-        ``incarnation`` may be absent (records written by outlast 0.1).
+        turn those into CorruptCheckpoint naming the run. ``crashes``,
+        ``incarnation`` and ``cancel_requested`` may be absent (records
+        written by outlast 0.1).
         """
         error = data["error"]
         lease = data["lease_expires_at"]
@@ -183,12 +194,19 @@ class RunRecord:
             result=data["result"],
             error=None if error is None else _text(error),
             incarnation=_text(data.get("incarnation", "")),
+            cancel_requested=_flag(data.get("cancel_requested", False)),
         )
 
 
 def _text(value: object) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {value!r:.80}")
+    return value
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r:.80}")
     return value
 
 
@@ -253,15 +271,17 @@ class Checkpointer(Protocol):
     @property
     def epoch(self) -> int: ...
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState) -> bool:
         """Persist progress; durable once it returns.
 
         Writes only what is new since the last successful save, checked
         against the epoch in the same step; a save with nothing new still
         checks (a fenced writer learns it is fenced). Saving the same state
-        twice is harmless. Raises LeaseLost (writing nothing) when fenced,
-        CheckpointStateError when ``state`` is not an append to what was
-        saved, and ValueError when it holds something that is not JSON.
+        twice is harmless. Returns the record's ``cancel_requested``: True
+        when someone asked to cancel the run, which its owner then fails.
+        Raises LeaseLost (writing nothing) when fenced, CheckpointStateError
+        when ``state`` is not an append to what was saved, and ValueError
+        when it holds something that is not JSON.
         """
 
     async def complete(self, result: JSON) -> None:
@@ -286,9 +306,10 @@ class Checkpointer(Protocol):
         is not a crash. Raises LeaseLost when fenced.
         """
 
-    async def renew(self) -> None:
+    async def renew(self) -> bool:
         """Extend the lease by its length from now (also after a release: the
-        run is owned again). Raises LeaseLost when fenced."""
+        run is owned again). Returns the record's ``cancel_requested``, as
+        ``save`` does. Raises LeaseLost when fenced."""
 
 
 @runtime_checkable
@@ -309,11 +330,46 @@ class CheckpointerFactory(Protocol):
         Raises ValueError, writing nothing, when the input is not JSON.
         """
 
+    async def submit(self, start: RunStart) -> None:
+        """Record a run for the fleet (:func:`outlast.transitions.submit`):
+        running, unowned, epoch 0, claimable at once by ``claim_next``.
+
+        Raises RunExists when the run id exists in the namespace; ValueError,
+        writing nothing, when the input is not JSON.
+        """
+
+    async def claim_next(
+        self,
+        kinds: Sequence[str],
+        *,
+        owner: str,
+        lease: float,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Claim | None:
+        """Claim the oldest claimable run of one of ``kinds``, in one atomic step.
+
+        Claimable means what ``interrupted`` lists: queued, released, or its
+        lease expired; oldest first by :attr:`RunRecord.interrupted_since`.
+        A run of another kind is never claimed. Concurrent callers never get
+        the same run, and never herd on one row (a taken run is skipped, not
+        waited for). A run whose record or progress does not parse is
+        quarantined and skipped. None when nothing is claimable.
+        """
+
+    async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        """Cancel a run (:func:`outlast.transitions.cancel`); the record after it.
+
+        A run nobody owns is failed at once; an owned one gets
+        ``cancel_requested`` and its owner's next save or renewal returns
+        True. Raises RunNotFound for an unknown run, RunFinished for one that
+        already completed or failed.
+        """
+
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
         """Up to ``limit`` runs still ``running`` whose lease expired or was
-        released: the recovery work list.
+        released (or that are queued): the recovery work list.
 
         Oldest first by :attr:`RunRecord.interrupted_since`, ties by run id.
         Returns up to ``limit`` healthy runs whatever precedes them: an
@@ -385,3 +441,17 @@ class CheckpointerFactory(Protocol):
 
     async def close(self) -> None:
         """Release connections; the factory is unusable afterwards."""
+
+
+@runtime_checkable
+class ChangeNotifier(Protocol):
+    """What a store with notifications (PostgreSQL LISTEN/NOTIFY, Redis
+    pub/sub) adds to a CheckpointerFactory, so workers pick up work at once
+    instead of at their next poll. Optional: the store front polls the others.
+    """
+
+    async def wait_for_change(self, namespace: str, timeout: float) -> bool:
+        """Return True when a run of ``namespace`` may have become claimable
+        (a submit, a release, a cancel) or may have finished (complete,
+        fail), False after ``timeout`` seconds without one. A notification
+        may be lost: callers poll as well."""

@@ -17,13 +17,16 @@ The backend's own object (``PostgresStore``, ``SqliteStore``...) is
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from outlast import ids
 from outlast.errors import StoreError
 from outlast.ports import (
     DEFAULT_NAMESPACE,
+    ChangeNotifier,
     Checkpointer,
     CheckpointerFactory,
     Claim,
@@ -72,6 +75,48 @@ class Store:
     async def begin(self, start: RunStart) -> Checkpointer:
         # RunStart checked its names and lease when it was built.
         return await self._open().begin(start)
+
+    async def submit(self, start: RunStart) -> None:
+        await self._open().submit(start)
+
+    async def claim_next(
+        self,
+        kinds: Sequence[str],
+        *,
+        owner: str,
+        lease: float,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Claim | None:
+        backend = self._open()
+        chosen = [ids.check_kind(kind) for kind in kinds]
+        if not chosen:
+            return None  # a worker that knows no kind claims nothing
+        ids.check_owner(owner)
+        ids.check_namespace(namespace)
+        return await backend.claim_next(
+            chosen, owner=owner, lease=ids.check_lease(lease), namespace=namespace
+        )
+
+    async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        backend = self._open()
+        ids.check_run_id(run_id)
+        ids.check_namespace(namespace)
+        return await backend.cancel(run_id, namespace)
+
+    async def wait_for_change(self, namespace: str, timeout: float) -> bool:
+        """The backend's notification (see :class:`~outlast.ports.ChangeNotifier`),
+        or, for a store without one, ``timeout`` seconds of waiting: False."""
+        backend = self._open()
+        ids.check_namespace(namespace)
+        if isinstance(backend, ChangeNotifier):
+            return await backend.wait_for_change(namespace, timeout)
+        await asyncio.sleep(timeout)
+        return False
+
+    @property
+    def notifies(self) -> bool:
+        """Whether the backend notifies changes (else waits are polls)."""
+        return isinstance(self._backend, ChangeNotifier)
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100

@@ -42,6 +42,7 @@ class ThrottledCheckpointer:
         self._timer: asyncio.Task[None] | None = None
         self._timer_error: BaseException | None = None
         self._lock = asyncio.Lock()
+        self._cancel_requested = False
         self.writes = 0
 
     def __repr__(self) -> str:
@@ -59,7 +60,9 @@ class ThrottledCheckpointer:
     def epoch(self) -> int:
         return self.inner.epoch
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState) -> bool:
+        """Write now, or keep ``state`` for the timer; returns the latest
+        ``cancel_requested`` the inner checkpointer reported."""
         self._raise_timer_error()
         self._pending = state
         wait = self._wait()
@@ -67,6 +70,7 @@ class ThrottledCheckpointer:
             await self.flush()
         elif self._timer is None:
             self._timer = asyncio.create_task(self._flush_later(wait))
+        return self._cancel_requested
 
     async def flush(self) -> None:
         """Write the pending state now (no-op when nothing is pending)."""
@@ -76,7 +80,7 @@ class ThrottledCheckpointer:
             if state is None:
                 return
             try:
-                await self.inner.save(state)
+                self._cancel_requested = await self.inner.save(state)
             except BaseException:
                 if self._pending is None:
                     self._pending = state
@@ -96,8 +100,9 @@ class ThrottledCheckpointer:
         await self._flush_now()
         await self.inner.release()
 
-    async def renew(self) -> None:
-        await self.inner.renew()
+    async def renew(self) -> bool:
+        self._cancel_requested = await self.inner.renew()
+        return self._cancel_requested
 
     def discard(self) -> None:
         """Drop the pending state and the timer (the run lost its lease)."""

@@ -21,6 +21,11 @@ conformance suite checks that every store agrees with this module.
       │     └─ fail ──────────▶ failed      (quarantine of an interrupted run
       └─ complete ────────────▶ completed     that does not parse: failed too)
 
+A fleet adds two writes: ``submit`` records a run nobody owns yet (running,
+epoch 0, no lease: claimable at once, its first claim no crash), and
+``cancel`` fails a run nobody owns at once, or marks an owned one
+``cancel_requested`` for its owner to fail.
+
 Refusals: a write of a checkpointer raises LeaseLost when the run is gone (or
 is another incarnation: deleted and begun again), holds another epoch, or is
 no longer running (:func:`owned`); ``claim`` and
@@ -33,7 +38,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
-from outlast.errors import LeaseLost, RunExists
+from outlast.errors import LeaseLost, RunExists, RunFinished, RunNotFound
 from outlast.messages import JSON
 from outlast.ports import RunRecord, RunStart, RunStatus
 
@@ -76,6 +81,56 @@ def begin(
         updated_at=now,
         incarnation=incarnation or new_incarnation(),
     )
+
+
+def submit(
+    start: RunStart,
+    input: JSON,
+    now: float,
+    *,
+    exists: bool = False,
+    incarnation: str | None = None,
+) -> RunRecord:
+    """A run handed to the fleet: ``running`` but unowned (epoch 0, attempts 0,
+    no owner, no lease), so it is claimable at once. Its first claim makes it
+    epoch 1, attempts 1, and counts no crash: a start, not a recovery.
+
+    Raises RunExists when a record of that id ``exists``.
+    """
+    begun = begin(start, input, now, exists=exists, incarnation=incarnation)
+    return replace(begun, epoch=0, attempts=0, owner="", lease_expires_at=None)
+
+
+CANCELLED = "Cancelled: cancelled by request"
+"""The error text of a run failed by a cancel."""
+
+
+def cancel(
+    record: RunRecord | None, now: float, run_id: str = "", namespace: str = ""
+) -> RunRecord:
+    """A cancel request. A run nobody owns (queued, released, its lease
+    expired) is failed at once (epoch+1 fences a late writer); a run a worker
+    owns keeps running with ``cancel_requested`` set, and its owner fails it
+    when its next save or renewal reports the request.
+
+    Raises RunNotFound when there is no record, RunFinished when the run
+    already completed or failed.
+    """
+    if record is None:
+        raise RunNotFound(run_id, namespace)
+    if record.status is not RunStatus.RUNNING:
+        raise RunFinished(record.run_id, record.namespace, record.status.value)
+    if is_interrupted(record, now):
+        return replace(
+            record,
+            status=RunStatus.FAILED,
+            error=CANCELLED,
+            epoch=record.epoch + 1,
+            lease_expires_at=None,
+            cancel_requested=True,
+            updated_at=now,
+        )
+    return replace(record, cancel_requested=True, updated_at=now)
 
 
 def is_interrupted(record: RunRecord, now: float) -> bool:

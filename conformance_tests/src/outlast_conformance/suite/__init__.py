@@ -18,6 +18,7 @@ from outlast_conformance.suite.append import AppendTests
 from outlast_conformance.suite.claims import ClaimTests
 from outlast_conformance.suite.concurrency import ConcurrencyTests
 from outlast_conformance.suite.corrupt import CorruptRecordTests
+from outlast_conformance.suite.fleet import FleetStoreTests
 from outlast_conformance.suite.leases import LeaseTests
 from outlast_conformance.suite.lifecycle import LifecycleTests
 from outlast_conformance.suite.listing import ListingTests
@@ -26,6 +27,7 @@ from outlast_conformance.suite.outcomes import ExecutorOutcomeTests
 from outlast_conformance.suite.races import RaceTests
 from outlast_conformance.suite.resume import ExecutorResumeTests
 from outlast_conformance.suite.roundtrip import RoundTripTests
+from outlast_conformance.suite.serving import ServingTests
 
 STORE_TOPICS: tuple[type[StoreFixtures], ...] = (
     RoundTripTests,
@@ -39,10 +41,15 @@ STORE_TOPICS: tuple[type[StoreFixtures], ...] = (
     ConcurrencyTests,
     RaceTests,
     TransitionAgreementTests,
+    FleetStoreTests,
 )
 """Topics that talk to the store directly through the ports."""
 
-EXECUTOR_TOPICS: tuple[type[StoreFixtures], ...] = (ExecutorOutcomeTests, ExecutorResumeTests)
+EXECUTOR_TOPICS: tuple[type[StoreFixtures], ...] = (
+    ExecutorOutcomeTests,
+    ExecutorResumeTests,
+    ServingTests,
+)
 """Topics that drive the store end to end through outlast.Executor."""
 
 TOPICS: tuple[type[StoreFixtures], ...] = STORE_TOPICS + EXECUTOR_TOPICS
@@ -112,8 +119,10 @@ class ConformanceSuite(
     ConcurrencyTests,
     RaceTests,
     TransitionAgreementTests,
+    FleetStoreTests,
     ExecutorOutcomeTests,
     ExecutorResumeTests,
+    ServingTests,
 ):
     """The whole conformance suite. Subclass it as ``Test...`` in your tests.
 

@@ -17,6 +17,7 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from outlast import codec, transitions
@@ -128,7 +129,7 @@ class MemoryCheckpointer:
         run.record = encode_record(record)
         return run
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState) -> bool:
         delta = self._cursor.delta(state)
         encoded_phases = [codec.encode_phase(p) for p in delta.phases]
         encoded_messages = [codec.encode_message(m) for m in delta.messages]
@@ -142,6 +143,7 @@ class MemoryCheckpointer:
             segment = run.segments.setdefault(delta.segment, [])
             segment[delta.first_message :] = encoded_messages
         self._cursor = delta.after
+        return saved.cancel_requested
 
     async def complete(self, result: JSON) -> None:
         stored = codec.loads(codec.dumps(result), self.run_id)
@@ -172,12 +174,14 @@ class MemoryCheckpointer:
                 )
             )
 
-    async def renew(self) -> None:
+    async def renew(self) -> bool:
         with self._space.lock:
             record = self._space.record(self._key)
-            self._write(
-                transitions.renew(record, self._epoch, self._incarnation, time.time(), self.run_id)
+            renewed = transitions.renew(
+                record, self._epoch, self._incarnation, time.time(), self.run_id
             )
+            self._write(renewed)
+        return renewed.cancel_requested
 
 
 class MemoryStore:
@@ -204,6 +208,52 @@ class MemoryStore:
             )
             self._space.runs[key] = Run(encode_record(record))
         return MemoryCheckpointer(self._space, key, record, SaveCursor())
+
+    async def submit(self, start: RunStart) -> None:
+        key = (start.namespace, start.run_id)
+        stored_input = codec.loads(codec.dumps(start.input), start.run_id)
+        with self._space.lock:
+            record = transitions.submit(
+                start, stored_input, time.time(), exists=key in self._space.runs
+            )
+            self._space.runs[key] = Run(encode_record(record))
+
+    async def claim_next(
+        self,
+        kinds: Sequence[str],
+        *,
+        owner: str,
+        lease: float,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Claim | None:
+        wanted = set(kinds)
+        # Every candidate is judged and claimed under the one lock: no two
+        # callers can take the same run. Damaged ones are quarantined first.
+        for record in await self.interrupted(namespace, limit=len(self._space.runs) or 1):
+            if record.kind not in wanted:
+                continue
+            try:
+                claim = await self.claim(
+                    record.run_id, owner=owner, lease=lease, namespace=namespace
+                )
+            except UnknownFormat:
+                continue
+            except CorruptCheckpoint as exc:  # its transcript does not parse
+                if await self.quarantine(record.run_id, _reason(exc), namespace):
+                    log.error(
+                        "quarantined run %r in namespace %r: %s", record.run_id, namespace, exc
+                    )
+                continue
+            if claim is not None:
+                return claim
+        return None
+
+    async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        key = (namespace, run_id)
+        with self._space.lock:
+            cancelled = transitions.cancel(self._space.record(key), time.time(), run_id, namespace)
+            self._space.runs[key].record = encode_record(cancelled)
+        return cancelled
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100

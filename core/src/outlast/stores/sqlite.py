@@ -42,7 +42,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ from outlast.stores.sqlite_schema import (
     load_run,
     parseable_records,
     read_transaction,
+    record_of,
     sort_out,
     write_transaction,
 )
@@ -154,12 +155,13 @@ class SqliteCheckpointer:
     def epoch(self) -> int:
         return self._epoch
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState) -> bool:
         delta = self._cursor.delta(state)
         rows = self._rows(delta)  # encoded before BEGIN: the lock is held only for the I/O
-        await self._file.call(lambda conn: self._write_delta(conn, delta, *rows))
+        cancel_requested = await self._file.call(lambda conn: self._write_delta(conn, delta, *rows))
         # Only now is the delta durable; a failed save is retried by the next.
         self._cursor = delta.after
+        return cancel_requested
 
     async def complete(self, result: JSON) -> None:
         result_text = codec.dumps(result)
@@ -189,8 +191,8 @@ class SqliteCheckpointer:
             "UPDATE runs SET lease_expires_at = NULL, updated_at = ?", lambda now: (now,)
         )
 
-    async def renew(self) -> None:
-        await self._owned_write(
+    async def renew(self) -> bool:
+        return await self._owned_write(
             "UPDATE runs SET lease_expires_at = ? + lease_seconds, updated_at = ?",
             lambda now: (now, now),
         )
@@ -213,10 +215,12 @@ class SqliteCheckpointer:
         delta: Delta,
         phases: list[tuple[Any, ...]],
         messages: list[tuple[Any, ...]],
-    ) -> None:
+    ) -> bool:
         with write_transaction(conn):
             # Also for an empty delta: a fenced writer must learn it is fenced.
-            self._owned_update(conn, "UPDATE runs SET updated_at = ?", (time.time(),))
+            cancel_requested = self._owned_update(
+                conn, "UPDATE runs SET updated_at = ?", (time.time(),)
+            )
             # OR REPLACE only ever meets rows at or past the durable cursor (a
             # save whose commit succeeded but whose caller never heard back).
             conn.executemany(
@@ -228,22 +232,28 @@ class SqliteCheckpointer:
                 "VALUES (?, ?, ?, ?, ?)",
                 messages,
             )
+        return cancel_requested
 
-    async def _owned_write(self, update: str, values: Callable[[float], tuple[Any, ...]]) -> None:
-        def job(conn: sqlite3.Connection) -> None:
+    async def _owned_write(self, update: str, values: Callable[[float], tuple[Any, ...]]) -> bool:
+        def job(conn: sqlite3.Connection) -> bool:
             with write_transaction(conn):
-                self._owned_update(conn, update, values(time.time()))
+                return self._owned_update(conn, update, values(time.time()))
 
-        await self._file.call(job)
+        return await self._file.call(job)
 
-    def _owned_update(self, conn: sqlite3.Connection, update: str, values: tuple[Any, ...]) -> None:
-        """Run ``update`` only while this checkpointer owns the running run, else LeaseLost.
+    def _owned_update(self, conn: sqlite3.Connection, update: str, values: tuple[Any, ...]) -> bool:
+        """Run ``update`` only while this checkpointer owns the running run, else
+        LeaseLost; return the run's ``cancel_requested``.
 
         Called inside a write transaction, whose rollback undoes the rest.
         """
         owned = (self._namespace, self._run_id, self._incarnation, self._epoch, _RUNNING)
         if conn.execute(update + _OWNED, (*values, *owned)).rowcount == 1:
-            return
+            flag = conn.execute(
+                "SELECT cancel_requested FROM runs WHERE namespace = ? AND run_id = ?",
+                (self._namespace, self._run_id),
+            ).fetchone()
+            return bool(flag[0])
         row = conn.execute(
             "SELECT epoch, status, incarnation FROM runs WHERE namespace = ? AND run_id = ?",
             (self._namespace, self._run_id),
@@ -269,10 +279,16 @@ class SqliteStore:
         return f"SqliteStore(path={str(self.path)!r})"
 
     async def begin(self, start: RunStart) -> SqliteCheckpointer:
-        input_text = codec.dumps(start.input)
-        # The transition fills the record; the INSERT's primary key is the
-        # atomic "exists" check, so concurrent begins of one id have one winner.
-        record = transitions.begin(start, start.input, time.time())
+        record = await self._create(transitions.begin(start, start.input, time.time()))
+        return SqliteCheckpointer(self.file, record, SaveCursor())
+
+    async def submit(self, start: RunStart) -> None:
+        await self._create(transitions.submit(start, start.input, time.time()))
+
+    async def _create(self, record: RunRecord) -> RunRecord:
+        """Insert the record a begin or submit transition made. The primary key
+        is the atomic "exists" check: of concurrent creations one wins."""
+        input_text = codec.dumps(record.input)
 
         def job(conn: sqlite3.Connection) -> None:
             try:
@@ -280,12 +296,14 @@ class SqliteStore:
                     "INSERT INTO runs (namespace, run_id, kind, input, status, epoch, attempts, "
                     "crashes, owner, lease_seconds, lease_expires_at, created_at, updated_at, "
                     "format_version, incarnation) "
-                    "VALUES (?, ?, ?, ?, 'running', 1, 1, 0, ?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, 'running', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.namespace,
                         record.run_id,
                         record.kind,
                         input_text,
+                        record.epoch,
+                        record.attempts,
                         record.owner,
                         record.lease,
                         record.lease_expires_at,
@@ -296,10 +314,10 @@ class SqliteStore:
                     ),
                 )
             except sqlite3.IntegrityError as exc:
-                raise RunExists(start.run_id, start.namespace) from exc
+                raise RunExists(record.run_id, record.namespace) from exc
 
         await self.file.call(job)
-        return SqliteCheckpointer(self.file, record, SaveCursor())
+        return record
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
@@ -332,29 +350,88 @@ class SqliteStore:
         self, run_id: str, *, owner: str, lease: float, namespace: str = DEFAULT_NAMESPACE
     ) -> Claim | None:
         def job(conn: sqlite3.Connection) -> tuple[RunRecord, CheckpointState] | None:
-            now = time.time()
             with write_transaction(conn):
-                # transitions.claim, in SQL; an expired (not released) lease is a crash.
-                taken = conn.execute(
-                    "UPDATE runs SET epoch = epoch + 1, attempts = attempts + 1, "
-                    "crashes = crashes + (lease_expires_at IS NOT NULL), owner = ?, "
-                    "lease_seconds = ?, lease_expires_at = ?, updated_at = ? "
-                    f"WHERE namespace = ? AND run_id = ? AND {_INTERRUPTED}",
-                    (owner, lease, now + lease, now, namespace, run_id, now),
-                ).rowcount
-                if not taken:
-                    return None
-                # A record or transcript that does not parse raises here and
-                # rolls the claim back: a corrupt run is never taken over.
-                return load_run(conn, namespace, run_id)
+                return _take(conn, namespace, run_id, owner, lease, time.time())
 
         won = await self.file.call(job)
-        if won is None:
-            return None
-        record, state = won
+        return None if won is None else self._claimed(*won)
+
+    def _claimed(self, record: RunRecord, state: CheckpointState) -> Claim:
         cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
         checkpointer = SqliteCheckpointer(self.file, record, cursor)
         return Claim(checkpointer, ResumeState(state.history, state.phases), record)
+
+    async def claim_next(
+        self,
+        kinds: Sequence[str],
+        *,
+        owner: str,
+        lease: float,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Claim | None:
+        kinds = list(kinds)
+
+        def job(conn: sqlite3.Connection) -> tuple[RunRecord, CheckpointState] | None:
+            skip: list[str] = []
+            # Terminates: each pass after the first skips one more damaged run.
+            while True:
+                now = time.time()
+                run_id = ""
+                damage: CorruptCheckpoint | None = None
+                try:
+                    # The pick and the claim in one write transaction: no two
+                    # claimers (threads or processes) pick the same run.
+                    with write_transaction(conn):
+                        picked = conn.execute(
+                            f"SELECT run_id FROM runs WHERE namespace = ? AND {_INTERRUPTED} "
+                            f"AND kind IN ({', '.join('?' * len(kinds))}) "
+                            f"AND run_id NOT IN ({', '.join('?' * len(skip))}) "
+                            "ORDER BY COALESCE(lease_expires_at, updated_at), run_id LIMIT 1",
+                            (namespace, now, *kinds, *skip),
+                        ).fetchone()
+                        if picked is None:
+                            return None
+                        run_id = picked["run_id"]
+                        return _take(conn, namespace, run_id, owner, lease, now)
+                except UnknownFormat:
+                    pass  # a newer outlast's run: skipped, left alone
+                except CorruptCheckpoint as exc:  # rolled back: quarantined below
+                    damage = exc
+                skip.append(run_id)
+                if damage is not None and _quarantine(conn, namespace, run_id, _reason(damage)):
+                    log.error("quarantined run %r in namespace %r: %s", run_id, namespace, damage)
+
+        won = await self.file.call(job)
+        return None if won is None else self._claimed(*won)
+
+    async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        def job(conn: sqlite3.Connection) -> RunRecord:
+            now = time.time()
+            with write_transaction(conn):
+                row = conn.execute(
+                    f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND run_id = ?",
+                    (namespace, run_id),
+                ).fetchone()
+                # transitions.cancel decides; the UPDATE stores exactly what it changed.
+                after = transitions.cancel(
+                    None if row is None else record_of(row), now, run_id, namespace
+                )
+                conn.execute(
+                    "UPDATE runs SET status = ?, error = ?, epoch = ?, lease_expires_at = ?, "
+                    "cancel_requested = 1, updated_at = ? WHERE namespace = ? AND run_id = ?",
+                    (
+                        after.status.value,
+                        after.error,
+                        after.epoch,
+                        after.lease_expires_at,
+                        now,
+                        namespace,
+                        run_id,
+                    ),
+                )
+                return after
+
+        return await self.file.call(job)
 
     async def quarantine(
         self, run_id: str, reason: str, namespace: str = DEFAULT_NAMESPACE
@@ -430,6 +507,23 @@ class SqliteStore:
     async def close(self) -> None:
         """Close the connection and stop the worker; later calls raise StoreError."""
         await self.file.close()
+
+
+def _take(
+    conn: sqlite3.Connection, namespace: str, run_id: str, owner: str, lease: float, now: float
+) -> tuple[RunRecord, CheckpointState] | None:
+    """transitions.claim, in SQL, inside the caller's write transaction: an
+    expired (not released) lease is a crash. A record or transcript that does
+    not parse raises CorruptCheckpoint; the caller's rollback undoes the claim,
+    so a corrupt run is never taken over."""
+    taken = conn.execute(
+        "UPDATE runs SET epoch = epoch + 1, attempts = attempts + 1, "
+        "crashes = crashes + (lease_expires_at IS NOT NULL), owner = ?, "
+        "lease_seconds = ?, lease_expires_at = ?, updated_at = ? "
+        f"WHERE namespace = ? AND run_id = ? AND {_INTERRUPTED}",
+        (owner, lease, now + lease, now, namespace, run_id, now),
+    ).rowcount
+    return load_run(conn, namespace, run_id) if taken else None
 
 
 def _quarantine(conn: sqlite3.Connection, namespace: str, run_id: str, reason: str) -> bool:

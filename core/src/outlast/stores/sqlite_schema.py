@@ -27,12 +27,13 @@ from outlast.ports import CheckpointState, RunRecord, RunStatus
 
 log = logging.getLogger("outlast.stores.sqlite")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Kept in ``PRAGMA user_version``; a newer one means a newer outlast wrote the file."""
 
 COLUMNS = (
     "namespace, run_id, kind, input, status, epoch, attempts, crashes, owner, lease_seconds, "
-    "lease_expires_at, result, error, created_at, updated_at, format_version, incarnation"
+    "lease_expires_at, result, error, created_at, updated_at, format_version, incarnation, "
+    "cancel_requested"
 )
 """The ``runs`` columns :func:`record_of` reads, in a SELECT's column list."""
 
@@ -56,6 +57,7 @@ _SCHEMA = (
         format_version   INTEGER NOT NULL,
         crashes          INTEGER NOT NULL DEFAULT 0,
         incarnation      TEXT    NOT NULL DEFAULT '',
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (namespace, run_id)
     )
     """,
@@ -138,13 +140,17 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
         time.sleep(0.005)  # on the store's worker thread, never the event loop
 
 
-# Version 1 (outlast 0.1) had no crash count and no incarnation: a run of
-# theirs has crashed 0 times (crashes were not told apart) and the empty
-# incarnation its checkpointers hold.
-_UPGRADE_FROM_1 = (
-    "ALTER TABLE runs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE runs ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
-)
+# Upgrades from each older version to the next. Version 1 (outlast 0.1) had
+# no crash count and no incarnation: a run of theirs has crashed 0 times
+# (crashes were not told apart) and the empty incarnation its checkpointers
+# hold. Version 2 had no cancel request.
+_UPGRADES: dict[int, tuple[str, ...]] = {
+    1: (
+        "ALTER TABLE runs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
+    ),
+    2: ("ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",),
+}
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
@@ -160,9 +166,15 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             for statement in _SCHEMA:
                 conn.execute(statement)
         else:
-            for statement in _UPGRADE_FROM_1:
-                conn.execute(statement)
-            log.info("upgraded SQLite database %r from schema 1 to %d", str(path), SCHEMA_VERSION)
+            for older in range(version, SCHEMA_VERSION):
+                for statement in _UPGRADES[older]:
+                    conn.execute(statement)
+            log.info(
+                "upgraded SQLite database %r from schema %d to %d",
+                str(path),
+                version,
+                SCHEMA_VERSION,
+            )
         # PRAGMA takes no parameters; SCHEMA_VERSION is a constant int.
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
 
@@ -299,6 +311,7 @@ def record_of(row: sqlite3.Row) -> RunRecord:
         result=None if result_text is None else codec.loads(result_text, run_id),
         error=row["error"],
         incarnation=row["incarnation"],
+        cancel_requested=bool(row["cancel_requested"]),
     )
 
 
