@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from outlast.adapter import LeaseLost, RunExists, RunRecord, RunStart, RunStatus, transitions
+from outlast.adapter import (
+    LeaseLost,
+    RunExists,
+    RunFinished,
+    RunNotFound,
+    RunRecord,
+    RunStart,
+    RunStatus,
+    transitions,
+)
 
 START = RunStart("r1", "k", owner="w1", lease=10)
 
@@ -96,3 +105,35 @@ def test_purgeable_means_terminal_and_older_than() -> None:
     assert transitions.purgeable(done, 10, 111)
     assert not transitions.purgeable(done, 10, 110)
     assert not transitions.purgeable(begun(), 0, 10_000)
+
+
+def test_submit_queues_a_run_whose_first_claim_is_a_start() -> None:
+    queued = transitions.submit(START, None, 100)
+    assert (queued.epoch, queued.attempts, queued.owner, queued.lease_expires_at) == (
+        0,
+        0,
+        "",
+        None,
+    )
+    assert queued.queued and queued.interrupted_since == 100
+    started = transitions.claim(queued, owner="w", lease=5, now=101)
+    assert started is not None
+    assert (started.epoch, started.attempts, started.crashes, started.queued) == (1, 1, 0, False)
+
+
+def test_cancel_fails_an_unowned_run_and_flags_an_owned_one() -> None:
+    queued = transitions.submit(START, None, 100)
+    cancelled = transitions.cancel(queued, 101)
+    assert (cancelled.status, cancelled.error, cancelled.epoch) == (
+        RunStatus.FAILED,
+        transitions.CANCELLED,
+        1,
+    )
+    owned = begun()
+    flagged = transitions.cancel(owned, 105)
+    assert (flagged.status, flagged.cancel_requested, flagged.epoch) == (RunStatus.RUNNING, True, 1)
+    assert transitions.save(flagged, 1, "inc-1", 106).cancel_requested
+    with pytest.raises(RunFinished, match="failed"):
+        transitions.cancel(cancelled, 107)
+    with pytest.raises(RunNotFound):
+        transitions.cancel(None, 107, "gone", "ns")

@@ -227,3 +227,43 @@ class TransitionAgreementTests(StoreFixtures):
             lambda: factory.quarantine(held.run_id, "CorruptCheckpoint: y", namespace),
             lambda r, now: transitions.quarantine(r, "CorruptCheckpoint: y", now),
         )
+
+    @pytest.mark.asyncio
+    async def test_submit_claim_next_and_cancel_agree_with_transitions(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A submitted run, its first claim (a start: no crash), a cancel of
+        the owned run (flagged), and a cancel of an unowned one (failed)."""
+        run = start(namespace, kind="agree", input=[1, "two"], lease=3600)
+        await factory.submit(run)
+        queued = (await must_load(factory, run.run_id, namespace)).record
+        expected = transitions.submit(
+            run, [1, "two"], queued.updated_at, incarnation=queued.incarnation
+        )
+        assert differences(queued, expected) == [], differences(queued, expected)
+
+        async def step(what: str, write: Callable[[], Awaitable[object]], model: Model) -> object:
+            return await self._step(factory, namespace, run.run_id, what, write, model)
+
+        claim = await step(
+            "claim_next of a queued run",
+            lambda: factory.claim_next(["agree"], owner="b", lease=3600, namespace=namespace),
+            lambda r, now: transitions.claim(r, owner="b", lease=3600, now=now),
+        )
+        assert isinstance(claim, Claim)
+        await step(
+            "cancel of an owned run",
+            lambda: factory.cancel(run.run_id, namespace),
+            lambda r, now: transitions.cancel(r, now),
+        )
+        inc = queued.incarnation
+        await step(
+            "a release after the cancel request",
+            claim.checkpointer.release,
+            lambda r, now: transitions.release(r, 1, inc, now),
+        )
+        await step(
+            "cancel of a released run",
+            lambda: factory.cancel(run.run_id, namespace),
+            lambda r, now: transitions.cancel(r, now),
+        )
