@@ -6,6 +6,13 @@ RunExists, None), and commits the result, all under the store-wide flock, so
 each read-decide-write is atomic for every process on this machine. The
 store keeps no rule of its own about records; it only knows its files.
 
+The fleet's operations follow the same pattern: ``submit`` is ``begin``
+with :func:`outlast.transitions.submit`; ``claim_next`` walks the work list
+``interrupted`` reads and claims the first run of a wanted kind, all under
+one exclusive lock, so no two workers take the same run; ``cancel`` applies
+:func:`outlast.transitions.cancel`. The store has no notifications (no
+``wait_for_change``): the store front makes workers and waiters poll.
+
 Lease expiry uses this machine's clock (all workers share it: the store is
 local to one machine).
 """
@@ -14,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 from outlast.adapter import (
     DEFAULT_NAMESPACE,
@@ -42,6 +50,13 @@ log = logging.getLogger("outlast_jsondir")
 Transition = Callable[[RunRecord | None, float], RunRecord]
 """A fenced transition bound to one checkpointer: (stored record or None, now)
 -> the new record, or LeaseLost."""
+
+
+class Creation(Protocol):
+    """How a run comes to be: :func:`outlast.transitions.begin` or
+    :func:`outlast.transitions.submit` (RunExists when the id ``exists``)."""
+
+    def __call__(self, start: RunStart, input: JSON, now: float, *, exists: bool) -> RunRecord: ...
 
 
 class JsonDirCheckpointer:
@@ -72,11 +87,12 @@ class JsonDirCheckpointer:
 
     async def _write(
         self, transition: Transition, change: Callable[[RunDocument], RunDocument] | None = None
-    ) -> None:
+    ) -> RunRecord:
         """Commit ``transition`` of the stored record, and ``change`` of the
-        run's files, iff this checkpointer still owns the run."""
+        run's files, iff this checkpointer still owns the run; the record
+        committed."""
 
-        def job() -> None:
+        def job() -> RunRecord:
             run = self._files.read(self._namespace, self._run_id)
             # transitions.owned, inside every fenced transition, raises LeaseLost
             # (before anything is written) unless the run exists, is the
@@ -85,19 +101,21 @@ class JsonDirCheckpointer:
             assert run is not None  # a missing run raised LeaseLost above
             changed = replace(run, record=record)
             self._files.commit(changed if change is None else change(changed))
+            return record
 
-        await self._files.locked(job, exclusive=True)
+        return await self._files.locked(job, exclusive=True)
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState) -> bool:
         delta = self._cursor.delta(state)
         # Even an empty save goes through the fence: a fenced writer learns it.
-        await self._write(
+        saved = await self._write(
             lambda record, now: transitions.save(
                 record, self._epoch, self._incarnation, now, self._run_id
             ),
             lambda run: self._files.append(run, delta),
         )
         self._cursor = delta.after  # only once the delta is durable
+        return saved.cancel_requested  # a cancel asked for: our caller fails the run
 
     async def complete(self, result: JSON) -> None:
         stored = codec.loads(codec.dumps(result), self._run_id)  # ValueError before any write
@@ -122,12 +140,13 @@ class JsonDirCheckpointer:
             )
         )
 
-    async def renew(self) -> None:
-        await self._write(
+    async def renew(self) -> bool:
+        renewed = await self._write(
             lambda record, now: transitions.renew(
                 record, self._epoch, self._incarnation, now, self._run_id
             )
         )
+        return renewed.cancel_requested
 
 
 class JsonDirStore:
@@ -144,56 +163,121 @@ class JsonDirStore:
         return self.files.root
 
     async def begin(self, start: RunStart) -> JsonDirCheckpointer:
+        record = await self._create(start, transitions.begin)
+        return JsonDirCheckpointer(self.files, record, SaveCursor())
+
+    async def submit(self, start: RunStart) -> None:
+        await self._create(start, transitions.submit)
+
+    async def _create(self, start: RunStart, creation: Creation) -> RunRecord:
+        """Commit the record ``creation`` makes for a new run; RunExists
+        (writing nothing) when the run id exists, readable or not."""
         stored_input = codec.loads(codec.dumps(start.input), start.run_id)  # ValueError first
 
         def job() -> RunRecord:
             exists = self.files.exists(start.namespace, start.run_id)
-            record = transitions.begin(start, stored_input, time.time(), exists=exists)
+            record = creation(start, stored_input, time.time(), exists=exists)
             self.files.commit(RunDocument(record))
             return record
 
-        record = await self.files.locked(job, exclusive=True)
-        return JsonDirCheckpointer(self.files, record, SaveCursor())
+        return await self.files.locked(job, exclusive=True)
+
+    async def claim_next(
+        self,
+        kinds: Sequence[str],
+        *,
+        owner: str,
+        lease: float,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Claim | None:
+        wanted = set(kinds)
+
+        def job() -> tuple[RunRecord, CheckpointState] | None:
+            # The pick and the claim under one exclusive lock: a run an
+            # earlier caller took is no longer interrupted when the next one
+            # looks, so it is skipped, and no two callers get the same run.
+            now = time.time()
+            for record in self._interrupted(namespace, now):
+                if record.kind not in wanted:
+                    continue
+                try:
+                    won = self._claim(namespace, record.run_id, owner, lease, now)
+                except UnknownFormat:
+                    continue  # a newer outlast's transcript: left alone
+                except CorruptCheckpoint as exc:  # its transcript does not parse
+                    self._quarantine_damaged(namespace, exc, now)
+                    continue
+                if won is not None:
+                    return won
+            return None
+
+        won = await self.files.locked(job, exclusive=True)
+        return None if won is None else self._claimed(*won)
+
+    async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        def job() -> RunRecord:
+            run = self.files.read(namespace, run_id)
+            # RunNotFound or RunFinished (nothing written) when there is
+            # nothing to cancel.
+            cancelled = transitions.cancel(
+                None if run is None else run.record, time.time(), run_id, namespace
+            )
+            assert run is not None  # a missing run raised RunNotFound above
+            self.files.commit(replace(run, record=cancelled))  # its transcript stays
+            return cancelled
+
+        return await self.files.locked(job, exclusive=True)
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
-        def job() -> list[RunRecord]:
-            now = time.time()
-            records, damaged = self.files.records(namespace)
-            for error in damaged:
-                # A newer outlast's record is not ours to judge; any other
-                # that does not parse leaves the work list for good.
-                if not isinstance(error, UnknownFormat):
-                    reason = f"{type(error).__name__}: {error}"
-                    if self._quarantine(namespace, error.run_id, reason, now):
-                        log.error("quarantined run %r: %s", error.run_id, reason)
-            found = [r for r in records if transitions.is_interrupted(r, now)]
-            return sorted(found, key=transitions.interrupted_order)[:limit]
-
         # Exclusive: reading the work list may quarantine what it finds damaged.
-        return await self.files.locked(job, exclusive=True)
+        found = await self.files.locked(
+            lambda: self._interrupted(namespace, time.time()), exclusive=True
+        )
+        return found[:limit]
+
+    def _interrupted(self, namespace: str, now: float) -> list[RunRecord]:
+        """Every interrupted run of ``namespace`` in ``interrupted`` order,
+        inside the exclusive lock; records that do not parse are quarantined
+        on the way."""
+        records, damaged = self.files.records(namespace)
+        for error in damaged:
+            # A newer outlast's record is not ours to judge; any other that
+            # does not parse leaves the work list for good.
+            if not isinstance(error, UnknownFormat):
+                self._quarantine_damaged(namespace, error, now)
+        found = [r for r in records if transitions.is_interrupted(r, now)]
+        return sorted(found, key=transitions.interrupted_order)
 
     async def claim(
         self, run_id: str, *, owner: str, lease: float, namespace: str = DEFAULT_NAMESPACE
     ) -> Claim | None:
-        def job() -> tuple[RunRecord, CheckpointState] | None:
-            run = self.files.read(namespace, run_id)
-            if run is None:
-                return None
-            claimed = transitions.claim(run.record, owner=owner, lease=lease, now=time.time())
-            if claimed is None:
-                return None
-            # Read before the commit: a transcript that does not parse raises
-            # CorruptCheckpoint here and the run stays as it was.
-            progress = self.files.progress(run)
-            self.files.commit(replace(run, record=claimed))
-            return claimed, progress
+        won = await self.files.locked(
+            lambda: self._claim(namespace, run_id, owner, lease, time.time()), exclusive=True
+        )
+        return None if won is None else self._claimed(*won)
 
-        won = await self.files.locked(job, exclusive=True)
-        if won is None:
+    def _claim(
+        self, namespace: str, run_id: str, owner: str, lease: float, now: float
+    ) -> tuple[RunRecord, CheckpointState] | None:
+        """claim(), inside the exclusive lock: the claimed record and the
+        progress to resume from, or None when the run is not claimable."""
+        run = self.files.read(namespace, run_id)
+        if run is None:
             return None
-        record, progress = won
+        claimed = transitions.claim(run.record, owner=owner, lease=lease, now=now)
+        if claimed is None:
+            return None
+        # Read before the commit: a transcript that does not parse raises
+        # CorruptCheckpoint here and the run stays as it was.
+        progress = self.files.progress(run)
+        self.files.commit(replace(run, record=claimed))
+        return claimed, progress
+
+    def _claimed(self, record: RunRecord, progress: CheckpointState) -> Claim:
+        """The Claim a won claim hands out: a checkpointer that saves after
+        the stored progress."""
         cursor = SaveCursor(phases=len(progress.phases), messages=len(progress.history))
         checkpointer = JsonDirCheckpointer(self.files, record, cursor)
         return Claim(checkpointer, ResumeState(progress.history, progress.phases), record)
@@ -204,6 +288,12 @@ class JsonDirStore:
         return await self.files.locked(
             lambda: self._quarantine(namespace, run_id, reason, time.time()), exclusive=True
         )
+
+    def _quarantine_damaged(self, namespace: str, error: CorruptCheckpoint, now: float) -> None:
+        """Quarantine the run ``error`` names (inside the exclusive lock), and say so."""
+        reason = f"{type(error).__name__}: {error}"
+        if self._quarantine(namespace, error.run_id, reason, now):
+            log.error("quarantined run %r in namespace %r: %s", error.run_id, namespace, reason)
 
     def _quarantine(self, namespace: str, run_id: str, reason: str, now: float) -> bool:
         """quarantine(), inside the exclusive lock."""
