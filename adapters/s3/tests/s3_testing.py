@@ -93,6 +93,8 @@ async def corrupt_message(store: S3Store, run_id: str, namespace: str) -> None:
         stored = await store.objects.get(key)
         assert stored is not None, f"{key} vanished"
         doc = json.loads(stored.body)
+        if doc["type"] == "cancel-request":
+            continue  # holds a sequence number, no messages
         first = doc.get("first_message", 0)  # a compacted object starts at message 0
         if doc["segment"] == current and first == 0 and doc["messages"]:
             doc["messages"][0] = DAMAGE

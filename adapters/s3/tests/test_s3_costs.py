@@ -127,3 +127,61 @@ async def test_interrupted_reads_only_the_running_index(s3_url: str) -> None:
     # One LIST of the running index, one GET per running run (r3, r4): the
     # finished runs are not even looked at.
     assert cost == 1 + 2
+
+
+@pytest.mark.asyncio
+async def test_fleet_costs(s3_url: str) -> None:
+    store = s3_store(outlast.open(s3_url))
+    costs: dict[str, int] = {}
+
+    async def measure(name: str, operation: object) -> object:
+        before = store.requests
+        result = await operation  # type: ignore[misc]
+        costs[name] = store.requests - before
+        return result
+
+    try:
+        await store.submit(RunStart(run_id="warm-up", kind="other"))  # the probe
+        await measure("submit", store.submit(RunStart(run_id="q1", kind="k")))
+        await store.submit(RunStart(run_id="q2", kind="k"))
+        # Four running markers now (warm-up, q1, q2 and this one).
+        owned = await store.begin(RunStart(run_id="owned", kind="k", owner="w", lease=3600))
+        claim = await measure(
+            "claim_next (4 running runs, takes a queued one)",
+            store.claim_next(["k"], owner="w", lease=3600),
+        )
+        assert claim is not None
+        await measure("cancel (owned, no segments yet)", store.cancel("owned"))
+        await owned.save(CheckpointState(_history(1)))
+        await owned.save(CheckpointState(_history(2)))
+        await measure("cancel (owned, with segments)", store.cancel("owned"))
+        await measure("save (finds the note)", owned.save(CheckpointState(_history(3))))
+        await measure("save (after the note)", owned.save(CheckpointState(_history(4))))
+        await measure("renew (after the cancel)", owned.renew())
+        await measure("cancel (queued)", store.cancel("q2"))
+        released = await store.begin(RunStart(run_id="released", kind="k", owner="w"))
+        await released.save(CheckpointState(_history(1)))
+        await released.release()
+        await measure("cancel (released, with segments)", store.cancel("released"))
+    finally:
+        await store.close()
+    assert costs == {
+        "submit": 2,  # running marker + state object (If-None-Match), as begin
+        # LIST the running index, GET each running run's state (in parallel),
+        # then the claim: GET state, state CAS (a queued run has no progress)
+        "claim_next (4 running runs, takes a queued one)": 1 + 4 + 2,
+        # GET state, state CAS, LIST the epoch's segments, PUT the cancel note
+        "cancel (owned, no segments yet)": 4,
+        # ... and GET the epoch's last segment (a note never follows a fence)
+        "cancel (owned, with segments)": 5,
+        # its PUT finds the note (412), GET it, PUT at the next key: once
+        "save (finds the note)": 3,
+        "save (after the note)": 1,
+        # its If-Match fails on the cancel's swap: GET the state, PUT again
+        "renew (after the cancel)": 3,
+        # GET state, state CAS (failed), DeleteObjects (the marker)
+        "cancel (queued)": 3,
+        # GET state, state CAS, LIST, GET the last segment, PUT a fence after
+        # it, DeleteObjects (the marker): as a quarantine
+        "cancel (released, with segments)": 6,
+    }

@@ -2,12 +2,17 @@
 
 ``save`` is one PUT of a new, immutable segment object at
 ``<epoch>-<seq>`` with If-None-Match: *. Whoever ends this writer's hold on
-the run (a claimer, a quarantine, a delete) first writes a fence object at
-this epoch's next sequence number, so the writer's next segment PUT fails its
-precondition: it raises LeaseLost and nothing it wrote after that is ever
-read. Lease and status changes apply :mod:`outlast.transitions` to the record
-and replace the small state object with If-Match on its ETag
+the run (a claimer, a quarantine, a cancel, a delete) first writes a fence
+object at this epoch's next sequence number, so the writer's next segment PUT
+fails its precondition: it raises LeaseLost and nothing it wrote after that is
+ever read. Lease and status changes apply :mod:`outlast.transitions` to the
+record and replace the small state object with If-Match on its ETag
 (compare-and-swap), re-reading it after a conflict.
+
+``save`` and ``renew`` return whether a cancel was asked: renew from the
+state object it swaps (re-read after the cancel's swap made its If-Match
+fail), save from a cancel note the canceller left at this epoch's next
+sequence number (see fences.py), or from the state object last read.
 """
 
 from __future__ import annotations
@@ -31,19 +36,20 @@ from outlast.adapter import (
     transitions,
 )
 from outlast_s3.documents import (
+    CancelNote,
     Compaction,
     Fence,
     RunState,
     Segment,
     Snapshot,
-    decode_segment_or_fence,
+    decode_sequence_object,
     decode_state,
     encode_segment,
     encode_snapshot,
     encode_state,
 )
 from outlast_s3.layout import Layout, SegmentName
-from outlast_s3.objects import ObjectClient, PreconditionFailed, StoredObject, best_effort
+from outlast_s3.objects import ObjectClient, PreconditionFailed, best_effort
 
 log = logging.getLogger("outlast_s3")
 
@@ -92,6 +98,7 @@ class S3Checkpointer:
         self._data_keys = list(data_keys)
         self._compact_after = compact_after
         self._writer = uuid.uuid4().hex
+        self._cancel_seen = False
 
     def __repr__(self) -> str:
         return f"S3Checkpointer(run_id={self.run_id!r}, epoch={self._epoch})"
@@ -108,35 +115,44 @@ class S3Checkpointer:
     def epoch(self) -> int:
         return self._epoch
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState) -> bool:
         # One segment PUT whatever the delta, an empty one too: taking the next
         # key is both the ownership check (a fence holds it once this writer
         # lost the run) and the record of the save's time, which readers take
-        # as the record's updated_at (the state object is not touched).
+        # as the record's updated_at (the state object is not touched). A
+        # cancel request reaches the save the same way, as a note holding the
+        # key: that costs the save two more requests once, never one per save.
         delta = self._cursor.delta(state)
         # Refused here, without a request, when this checkpointer ended the run.
         saved = transitions.save(
             self._run.record, self._epoch, self._incarnation, time.time(), self.run_id
         )
-        name = SegmentName(self._epoch, self._next_seq)
-        body = encode_segment(
-            Segment(
-                name=name,
-                at=saved.updated_at,
-                first_phase=delta.first_phase,
-                phases=delta.phases,
-                segment=delta.segment,
-                first_message=delta.first_message,
-                messages=delta.messages,
+        for _ in range(_CAS_ATTEMPTS):
+            name = SegmentName(self._epoch, self._next_seq)
+            body = encode_segment(
+                Segment(
+                    name=name,
+                    at=saved.updated_at,
+                    first_phase=delta.first_phase,
+                    phases=delta.phases,
+                    segment=delta.segment,
+                    first_message=delta.first_message,
+                    messages=delta.messages,
+                )
             )
-        )
-        key = self._layout.segment(self.namespace, self.run_id, self._incarnation, name)
-        await self._put_segment(key, body)
-        self._next_seq += 1
-        self._data_keys.append(key)
+            key = self._layout.segment(self.namespace, self.run_id, self._incarnation, name)
+            written = await self._put_segment(key, body)
+            self._next_seq += 1
+            self._data_keys.append(key)  # a note too: compaction and complete remove it
+            if written:
+                break
+            self._cancel_seen = True
+        else:
+            raise StoreError(f"run {self.run_id!r}: could not write a segment; try again")
         self._cursor = delta.after
         if len(self._data_keys) > self._compact_after:
             await self._compact(state, name)
+        return self._cancel_requested
 
     async def complete(self, result: JSON) -> None:
         stored = codec.loads(codec.dumps(result), self.run_id)
@@ -175,12 +191,19 @@ class S3Checkpointer:
             )
         )
 
-    async def renew(self) -> None:
+    async def renew(self) -> bool:
         await self._write_state(
             lambda record, now: transitions.renew(
                 record, self._epoch, self._incarnation, now, self.run_id
             )
         )
+        return self._cancel_requested
+
+    @property
+    def _cancel_requested(self) -> bool:
+        """Whether a cancel was asked: the state object this checkpointer last
+        read or wrote says so, or one of its saves found a cancel note."""
+        return self._cancel_seen or self._run.record.cancel_requested
 
     def _owned(self, record: RunRecord | None) -> RunRecord:
         """``record``, or LeaseLost unless this checkpointer may write it."""
@@ -196,30 +219,33 @@ class S3Checkpointer:
             self._layout.legacy_running_marker(self.namespace, self.run_id),
         ]
 
-    async def _put_segment(self, key: str, body: bytes) -> None:
+    async def _put_segment(self, key: str, body: bytes) -> bool:
+        """Write a segment at ``key``: True once it is there, False when a
+        cancel note holds the key (the segment goes to the next one); LeaseLost
+        when anything else does (a fence)."""
         for _ in range(_CAS_ATTEMPTS):
             try:
                 await self._objects.put(key, body, if_none_match=True)
-                return
+                return True
             except PreconditionFailed:
                 existing = await self._objects.get(key)
             if existing is None:
                 continue  # 409: a concurrent conditional write (a fence) lost; try again
             if existing.body == body:
-                return  # our own earlier attempt landed; botocore retried it
-            raise LeaseLost(self.run_id, self._epoch, self._taken_by(existing, key))
+                return True  # our own earlier attempt landed; botocore retried it
+            name = SegmentName.parse(key.rsplit("/", 1)[-1])
+            try:
+                found = None if name is None else decode_sequence_object(existing.body, "", name)
+            except CorruptCheckpoint:
+                found = None
+            if isinstance(found, CancelNote):
+                return False
+            if isinstance(found, Fence):
+                raise LeaseLost(self.run_id, self._epoch, found.explain())
+            raise LeaseLost(
+                self.run_id, self._epoch, f"another writer took segment {key.rsplit('/', 1)[-1]}"
+            )
         raise StoreError(f"run {self.run_id!r}: could not write segment {key!r}; try again")
-
-    def _taken_by(self, existing: StoredObject, key: str) -> str:
-        """Why the next segment's key is taken (LeaseLost's detail)."""
-        name = SegmentName.parse(key.rsplit("/", 1)[-1])
-        try:
-            found = None if name is None else decode_segment_or_fence(existing.body, "", name)
-        except CorruptCheckpoint:
-            found = None
-        if isinstance(found, Fence):
-            return found.explain()
-        return f"another writer took segment {key.rsplit('/', 1)[-1]}"
 
     async def _write_state(
         self, change: Change, *, compaction: Compaction | _Keep | None = KEEP

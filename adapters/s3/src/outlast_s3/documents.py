@@ -4,8 +4,11 @@ format version (outlast.codec.FORMAT_VERSION), and ``"type"``.
 * ``state``: the small per-run object, replaced by compare-and-swap.
 * ``segment``: one save's delta (new phases, new messages), written once.
 * ``fence``: written at the next sequence number of an epoch whose writer
-  must stop (a claim superseded it, a quarantine or a delete ended the run),
-  so that writer's next segment write fails its If-None-Match.
+  must stop (a claim superseded it, a quarantine, a cancel or a delete ended
+  the run), so that writer's next segment write fails its If-None-Match.
+* ``cancel-request``: written at the next sequence number of the epoch that
+  owns a run someone asked to cancel, so the owner's next save finds it (and
+  writes its segment one further); readers count it as a save of nothing.
 * ``compacted``: a run's whole resumable state up to one segment.
 
 Decoding anything unexpected raises CorruptCheckpoint naming the run.
@@ -64,7 +67,7 @@ class Segment:
     messages: tuple[Message, ...]
 
 
-FENCE_CAUSES = ("claim", "quarantine", "delete")
+FENCE_CAUSES = ("claim", "quarantine", "cancel", "delete")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +86,23 @@ class Fence:
             return "the run was deleted"
         if self.cause == "quarantine":
             return "the run was quarantined"
+        if self.cause == "cancel":
+            return "the run was cancelled"
         return f"epoch {self.by_epoch} claimed the run"
+
+
+@dataclass(frozen=True, slots=True)
+class CancelNote:
+    """A cancel request, left at sequence ``name.seq`` of the epoch that owned
+    the run when it was asked (``at``): the owner's save that needs this key
+    reads it, reports the request and writes its segment at the next one."""
+
+    name: SegmentName
+    at: float
+
+
+SequenceObject = Segment | Fence | CancelNote
+"""What a key of a run's ``seg/`` folder holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,13 +193,27 @@ def encode_fence(fence: Fence) -> bytes:
     ).encode()
 
 
-def decode_segment_or_fence(body: bytes, run_id: str, name: SegmentName) -> Segment | Fence:
-    """A segment object, which is a data segment or a claimer's fence."""
-    doc = _document(body, run_id, "segment", "fence")
+def encode_cancel_note(note: CancelNote) -> bytes:
+    return codec.dumps(
+        {
+            "v": codec.FORMAT_VERSION,
+            "type": "cancel-request",
+            "epoch": note.name.epoch,
+            "seq": note.name.seq,
+            "at": note.at,
+        }
+    ).encode()
 
-    def build() -> Segment | Fence:
+
+def decode_sequence_object(body: bytes, run_id: str, name: SegmentName) -> SequenceObject:
+    """The object at sequence ``name``: a data segment, a fence or a cancel note."""
+    doc = _document(body, run_id, "segment", "fence", "cancel-request")
+
+    def build() -> SequenceObject:
         if SegmentName(_int(doc["epoch"]), _int(doc["seq"])) != name:
             raise ValueError(f"object {name} holds segment {doc['epoch']}-{doc['seq']}")
+        if doc["type"] == "cancel-request":
+            return CancelNote(name, float(doc["at"]))
         if doc["type"] == "fence":
             cause = doc.get("cause", "claim")  # fences of outlast-s3 0.1 were all claims'
             if cause not in FENCE_CAUSES:

@@ -1,4 +1,4 @@
-"""Fences: how a writer of a run is stopped.
+"""Fences: how a writer of a run is stopped (and how its owner hears of a cancel).
 
 A save is one PUT of the writer's next segment key with If-None-Match: *, so
 the one way to stop a writer is to take that key first: a **fence** object is
@@ -13,11 +13,18 @@ Where a writer writes next is found in one of two ways:
 * after a claim (:meth:`Fences.after_claim`), from the progress the claim
   reads anyway: it knows every object's type, and a late segment joins the
   state the claimer resumes from;
-* for a quarantine or a delete (:meth:`Fences.seal`), without parsing the
-  transcript (it may be what is damaged), from the listing. A fence is always
-  the last key of its epoch (a writer never gets past it, and an epoch is
-  fenced once), so reading the last object of each epoch tells which epochs
-  are fenced already, and which keys are fences to keep.
+* for a quarantine, a cancel or a delete (:meth:`Fences.seal`), without
+  parsing the transcript (it may be what is damaged), from the listing. A
+  fence is always the last key of its epoch (a writer never gets past it, and
+  an epoch is fenced once), so reading the last object of each epoch tells
+  which epochs are fenced already, and which keys are fences to keep.
+
+The same key carries a cancel request to a run's live owner without costing
+its saves a request: :meth:`Fences.ask_to_cancel` leaves a **cancel note** at
+the owner's next sequence number; its next save finds the key taken, reads
+the note, reports the request and writes its segment one further. A note is
+never placed after a fence (that writer is stopped already), so a fence stays
+the last key of its epoch.
 """
 
 from __future__ import annotations
@@ -25,8 +32,15 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, replace
 
-from outlast.adapter import CorruptCheckpoint, StoreError
-from outlast_s3.documents import Fence, RunState, decode_segment_or_fence, encode_fence
+from outlast.adapter import CorruptCheckpoint, RunRecord, StoreError
+from outlast_s3.documents import (
+    CancelNote,
+    Fence,
+    RunState,
+    decode_sequence_object,
+    encode_cancel_note,
+    encode_fence,
+)
 from outlast_s3.layout import DataKey, Layout, SegmentName
 from outlast_s3.objects import ObjectClient, PreconditionFailed
 from outlast_s3.progress import Progress, ProgressReader
@@ -176,13 +190,48 @@ class Fences:
             # A fence lost to a segment that landed first: list again, fence after it.
         raise StoreError(f"run {run_id!r}: could not fence its writer; try again")
 
+    async def ask_to_cancel(self, record: RunRecord, at: float) -> bool:
+        """Leave a cancel note where the owner of ``record``'s epoch saves
+        next. False when nothing needs one: that epoch is fenced already, or
+        its last object is a note the owner has not saved past yet."""
+        layout = self._layout
+        ns, run_id, incarnation = record.namespace, record.run_id, record.incarnation
+        folder = layout.segments(ns, run_id, incarnation)
+        for _ in range(_ATTEMPTS):
+            listed = await self._objects.list_keys(
+                layout.epoch_segments(ns, run_id, incarnation, record.epoch)
+            )
+            names = [n for key in listed if (n := SegmentName.parse(key[len(folder) :]))]
+            name = SegmentName(record.epoch, 0)
+            if names:
+                last = max(names)
+                got = await self._objects.get(layout.segment(ns, run_id, incarnation, last))
+                if got is None:
+                    continue  # compaction deleted it meanwhile: list again
+                try:
+                    found = decode_sequence_object(got.body, run_id, last)
+                except CorruptCheckpoint:
+                    found = None  # a damaged segment is data: the note goes after it
+                if isinstance(found, Fence | CancelNote):
+                    return False
+                name = SegmentName(record.epoch, last.seq + 1)
+            key = layout.segment(ns, run_id, incarnation, name)
+            try:
+                await self._objects.put(
+                    key, encode_cancel_note(CancelNote(name, at)), if_none_match=True
+                )
+            except PreconditionFailed:
+                continue  # a save (or a fence, or another note) took the key first
+            return True
+        raise StoreError(f"run {run_id!r}: could not leave the cancel request for its owner")
+
     async def _is_fence(self, key: DataKey, run_id: str) -> bool | None:
         """Whether the object at ``key`` is a fence; None when it vanished."""
         got = await self._objects.get(key.key)
         if got is None:
             return None
         try:
-            return isinstance(decode_segment_or_fence(got.body, run_id, key.name), Fence)
+            return isinstance(decode_sequence_object(got.body, run_id, key.name), Fence)
         except CorruptCheckpoint:
             return False  # a damaged segment: data, and its epoch is not fenced
 

@@ -92,6 +92,10 @@ class Layout:
     def segments(self, namespace: str, run_id: str, incarnation: str) -> str:
         return f"{self.data(namespace, run_id, incarnation)}seg/"
 
+    def epoch_segments(self, namespace: str, run_id: str, incarnation: str, epoch: int) -> str:
+        """The key prefix of one epoch's segment objects (for a listing)."""
+        return f"{self.segments(namespace, run_id, incarnation)}{epoch:0{_WIDTH}d}-"
+
     def segment(self, namespace: str, run_id: str, incarnation: str, name: SegmentName) -> str:
         return f"{self.segments(namespace, run_id, incarnation)}{name}"
 

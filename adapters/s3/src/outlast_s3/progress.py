@@ -3,7 +3,8 @@
 Which segment objects count (the visibility rule, see the README):
 
 * an epoch's segments count from its first sequence number (0, or one past
-  the compacted state's segment) up to the first gap or its fence;
+  the compacted state's segment) up to the first gap or its fence; a cancel
+  note among them holds its sequence number and adds nothing;
 * epochs newer than the state object's epoch are ignored (a reader holding
   an older state object), so are segments at or before the compacted state.
 
@@ -34,11 +35,13 @@ from outlast.adapter import (
     StoreError,
 )
 from outlast_s3.documents import (
+    CancelNote,
     Fence,
     RunState,
     Segment,
+    SequenceObject,
     Snapshot,
-    decode_segment_or_fence,
+    decode_sequence_object,
     decode_snapshot,
     decode_state,
 )
@@ -54,8 +57,8 @@ NO_SEGMENT = SegmentName(0, -1)
 class Progress:
     """What a read found. ``next_seq`` is, per epoch that is not fenced, the
     sequence number its writer would use next; ``data_keys`` are the keys of
-    the counted segments (compaction and cleanup delete them); ``saved_at``
-    is when the newest of them was written (0 when none)."""
+    the counted segments and cancel notes (compaction and cleanup delete
+    them); ``saved_at`` is when the newest segment was written (0 when none)."""
 
     run: RunState
     etag: str
@@ -113,7 +116,7 @@ class ProgressReader:
         # object would hide behind its cached copy.
         self._objects = objects
         self._layout = layout
-        self._cache: dict[str, Segment | Fence] = {}
+        self._cache: dict[str, SequenceObject] = {}
 
     async def read(self, run: RunState, etag: str) -> Progress:
         """The progress of ``run`` (whose state object had ``etag``)."""
@@ -180,8 +183,9 @@ class ProgressReader:
                 fences.add(name)
                 fenced.add(name.epoch)
                 continue
-            assembly.apply(obj, record.run_id)
-            saved_at = max(saved_at, obj.at)
+            if not isinstance(obj, CancelNote):  # a note only holds its place
+                assembly.apply(obj, record.run_id)
+                saved_at = max(saved_at, obj.at)
             data_keys.append(listed[name])
             next_seq[name.epoch] = name.seq + 1
         open_epochs = {
@@ -199,14 +203,14 @@ class ProgressReader:
             saved_at=saved_at,
         )
 
-    async def _fetch(self, key: str, name: SegmentName, run_id: str) -> Segment | Fence:
+    async def _fetch(self, key: str, name: SegmentName, run_id: str) -> SequenceObject:
         cached = self._cache.get(key)
         if cached is not None:
             return cached
         got = await self._objects.get(key)
         if got is None:
             raise _Changed
-        obj = decode_segment_or_fence(got.body, run_id, name)
+        obj = decode_sequence_object(got.body, run_id, name)
         self._cache[key] = obj
         return obj
 

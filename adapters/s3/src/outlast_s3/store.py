@@ -3,11 +3,14 @@
 Every change of a record reads the state object, applies the transition of
 :mod:`outlast.transitions` to its record and writes the result with a
 compare-and-swap (If-Match on the ETag read), or with If-None-Match for a
-begin. Lease expiry is judged by this process's clock (S3 has no server clock
-to ask). Safety does not depend on it: a claim is a compare-and-swap of the
-state object and fences the old epoch, so a stale writer is harmless whatever
-the clocks say; skew only makes a run count as abandoned early or late by the
-skew between the workers' clocks.
+begin or a submit. Lease expiry is judged by this process's clock (S3 has no
+server clock to ask). Safety does not depend on it: a claim is a
+compare-and-swap of the state object and fences the old epoch, so a stale
+writer is harmless whatever the clocks say; skew only makes a run count as
+abandoned early or late by the skew between the workers' clocks.
+
+S3 has no notifications: the store is no ChangeNotifier, and a fleet's
+workers and result waiters poll it (outlast.Store's front does).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import builtins
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import replace
 
 from outlast.adapter import (
@@ -44,6 +48,7 @@ from outlast_s3.objects import ObjectClient, PreconditionFailed, StoredObject, b
 from outlast_s3.options import S3Options
 from outlast_s3.probe import ConditionalWritesProbe
 from outlast_s3.progress import ProgressReader
+from outlast_s3.spread import ClaimSpread
 
 log = logging.getLogger("outlast_s3")
 
@@ -66,6 +71,7 @@ class S3Store:
         self.layout = Layout(options.prefix)
         self._fences = Fences(self.objects, self.layout)
         self._probe = ConditionalWritesProbe(self.objects, options)
+        self._spread = ClaimSpread()
 
     def __repr__(self) -> str:
         return f"S3Store({self.options.url!r})"
@@ -77,66 +83,93 @@ class S3Store:
 
     async def begin(self, start: RunStart) -> S3Checkpointer:
         stored_input = codec.loads(codec.dumps(start.input), start.run_id)
-        record = transitions.begin(start, stored_input, time.time())
-        run = RunState(record, writer=uuid.uuid4().hex)
-        body = encode_state(run)
-        await self._probe.ensure()
-        key = self.layout.state(start.namespace, start.run_id)
-        marker = self.layout.running_marker(start.namespace, start.run_id, record.incarnation)
-        # The marker goes first: a crash between the two writes leaves a marker
-        # without a run (skipped), never a running run that recovery cannot find.
-        await self.objects.put(marker, _MARKER)
-        try:
-            etag = await self.objects.put(key, body, if_none_match=True)
-        except PreconditionFailed:
-            got = await self.objects.get(key)
-            if got is None or got.body != body:
-                # The marker is this begin's own (its key holds the new
-                # incarnation): no other run needs it.
-                await best_effort(
-                    self.objects.delete([marker]), f"run {start.run_id!r}: remove a marker"
-                )
-                raise RunExists(start.run_id, start.namespace) from None
-            etag = got.etag  # our own write, retried by botocore after it landed
+        run, etag = await self._create(transitions.begin(start, stored_input, time.time()))
         return self._checkpointer(run, etag, SaveCursor(), ())
+
+    async def submit(self, start: RunStart) -> None:
+        stored_input = codec.loads(codec.dumps(start.input), start.run_id)
+        await self._create(transitions.submit(start, stored_input, time.time()))
+
+    async def claim_next(
+        self,
+        kinds: Sequence[str],
+        *,
+        owner: str,
+        lease: float,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Claim | None:
+        """The claimable runs of ``kinds`` as ``interrupted`` finds them, tried
+        from a start the spread picks (see spread.py), each with ``claim``'s
+        compare-and-swap: a run another worker took is skipped."""
+        wanted = set(kinds)
+        candidates = [r for r in await self._claimable(namespace) if r.kind in wanted]
+        first_try = True
+        for record in self._spread.order(candidates):
+            run_id = record.run_id
+            try:
+                claim = await self.claim(run_id, owner=owner, lease=lease, namespace=namespace)
+            except UnknownFormat:
+                continue  # a newer outlast's: not ours to judge
+            except CorruptCheckpoint as exc:  # its progress does not parse
+                await self._quarantine_logged(namespace, run_id, f"{type(exc).__name__}: {exc}")
+                continue
+            if claim is not None:
+                self._spread.won(first_try=first_try)
+                return claim
+            self._spread.lost()  # another worker took it since the listing
+            first_try = False
+        return None
+
+    async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        """transitions.cancel with a compare-and-swap (judged again after a
+        lost one). A run nobody owns is failed: the writer that may still hold
+        it is fenced as a quarantine fences it. An owned one is flagged, and a
+        cancel note is left where its owner saves next (see fences.py)."""
+        key = self.layout.state(namespace, run_id)
+        for _ in range(_ATTEMPTS):
+            got = await self.objects.get(key)
+            run = None if got is None else decode_state(got.body, run_id)
+            cancelled = transitions.cancel(
+                None if run is None else run.record, time.time(), run_id, namespace
+            )
+            assert got is not None and run is not None  # cancel raised RunNotFound
+            await self._probe.ensure()
+            new = replace(run, record=cancelled, rev=run.rev + 1, writer=uuid.uuid4().hex)
+            if await self._swap(key, encode_state(new), got.etag):
+                break
+        else:
+            raise StoreError(f"run {run_id!r} kept changing while it was cancelled; try again")
+        if cancelled.status is RunStatus.RUNNING:
+            try:
+                await self._fences.ask_to_cancel(cancelled, cancelled.updated_at)
+            except StoreError as exc:  # the request is stored: a renewal reports it
+                log.warning(
+                    "run %r: no cancel note for its owner, who sees the request at its "
+                    "next lease renewal instead: %s",
+                    run_id,
+                    exc,
+                )
+            return cancelled
+        epochs = range(_first_open_epoch(run), cancelled.epoch)
+        if epochs:
+            await self._fences.seal(
+                namespace,
+                run_id,
+                incarnation=cancelled.incarnation,
+                epochs=epochs,
+                by_epoch=cancelled.epoch,
+                cause="cancel",
+            )
+        await best_effort(
+            self.objects.delete(self._markers(namespace, run_id, {cancelled.incarnation})),
+            f"run {run_id!r}: remove the running marker",
+        )
+        return cancelled
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
-        index = self.layout.running_index(namespace)
-        run_ids = sorted(
-            {
-                run_id
-                for key in await self.objects.list_keys(index)
-                if (run_id := self.layout.run_id_of_marker(namespace, key)) is not None
-            }
-        )
-        gotten = await self._states(namespace, run_ids)
-        now = time.time()
-        found: list[RunRecord] = []
-        damaged: list[tuple[str, str]] = []  # (run id, why it does not parse)
-        for run_id, got in zip(run_ids, gotten, strict=True):
-            if got is None:
-                continue  # a begin in progress, or a marker a delete left behind
-            try:
-                record = decode_state(got.body, run_id).record
-            except UnknownFormat:
-                continue  # a newer outlast's: not ours to judge
-            except CorruptCheckpoint as exc:
-                damaged.append((run_id, f"{type(exc).__name__}: {exc}"))
-                continue
-            if transitions.is_interrupted(record, now):
-                found.append(record)
-        for run_id, reason in damaged:
-            try:
-                quarantined = await self.quarantine(run_id, reason, namespace)
-            except StoreError as exc:  # the healthy runs are still the work list
-                log.warning("could not quarantine run %r (next time then): %s", run_id, exc)
-                continue
-            if quarantined:
-                log.error("quarantined run %r in namespace %r: %s", run_id, namespace, reason)
-        found.sort(key=transitions.interrupted_order)
-        return found[:limit]
+        return (await self._claimable(namespace))[:limit]
 
     async def claim(
         self, run_id: str, *, owner: str, lease: float, namespace: str = DEFAULT_NAMESPACE
@@ -151,14 +184,21 @@ class S3Store:
             return None
         await self._probe.ensure()
         # Read (and so validate) the progress before taking the run: a corrupt
-        # transcript raises here and leaves the record as it was.
+        # transcript raises here and leaves the record as it was. A queued run
+        # (epoch 0) has none: no writer ever held it, so there is nothing to
+        # read and no epoch to fence.
+        queued = run.record.queued
         reader = ProgressReader(self.objects, self.layout)
-        await reader.read(run, got.etag)
+        if not queued:
+            await reader.read(run, got.etag)
         taken = replace(run, record=claimed, rev=run.rev + 1, writer=uuid.uuid4().hex)
         try:
             etag = await self.objects.put(key, encode_state(taken), if_match=got.etag)
         except PreconditionFailed:
             return None  # another claimer (or a renew, or a delete) got there first
+        if queued:
+            checkpointer = self._checkpointer(taken, etag, SaveCursor(), ())
+            return Claim(checkpointer, ResumeState(), claimed)
         progress = await self._fences.after_claim(reader, taken, etag)
         state = progress.state
         cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
@@ -281,6 +321,77 @@ class S3Store:
 
     async def close(self) -> None:
         await self.objects.close()
+
+    async def _create(self, record: RunRecord) -> tuple[RunState, str]:
+        """Store the record a begin or a submit made: its running marker first,
+        then the state object with If-None-Match (RunExists when the id is
+        taken). The state object and its ETag."""
+        run = RunState(record, writer=uuid.uuid4().hex)
+        body = encode_state(run)
+        await self._probe.ensure()
+        key = self.layout.state(record.namespace, record.run_id)
+        marker = self.layout.running_marker(record.namespace, record.run_id, record.incarnation)
+        # The marker goes first: a crash between the two writes leaves a marker
+        # without a run (skipped), never a running run that recovery cannot find.
+        await self.objects.put(marker, _MARKER)
+        try:
+            etag = await self.objects.put(key, body, if_none_match=True)
+        except PreconditionFailed:
+            got = await self.objects.get(key)
+            if got is None or got.body != body:
+                # The marker is this begin's own (its key holds the new
+                # incarnation): no other run needs it.
+                await best_effort(
+                    self.objects.delete([marker]), f"run {record.run_id!r}: remove a marker"
+                )
+                raise RunExists(record.run_id, record.namespace) from None
+            etag = got.etag  # our own write, retried by botocore after it landed
+        return run, etag
+
+    async def _claimable(self, namespace: str) -> builtins.list[RunRecord]:
+        """Every claimable run of ``namespace`` (queued, released, expired) in
+        ``transitions.interrupted_order``: one LIST of the running markers, then
+        their state objects (read in parallel, as many at once as the store
+        has threads). A state object that does not parse is quarantined; one of
+        another format version is skipped."""
+        index = self.layout.running_index(namespace)
+        run_ids = sorted(
+            {
+                run_id
+                for key in await self.objects.list_keys(index)
+                if (run_id := self.layout.run_id_of_marker(namespace, key)) is not None
+            }
+        )
+        gotten = await self._states(namespace, run_ids)
+        now = time.time()
+        found: builtins.list[RunRecord] = []
+        damaged: builtins.list[tuple[str, str]] = []  # (run id, why it does not parse)
+        for run_id, got in zip(run_ids, gotten, strict=True):
+            if got is None:
+                continue  # a begin in progress, or a marker a delete left behind
+            try:
+                record = decode_state(got.body, run_id).record
+            except UnknownFormat:
+                continue  # a newer outlast's: not ours to judge
+            except CorruptCheckpoint as exc:
+                damaged.append((run_id, f"{type(exc).__name__}: {exc}"))
+                continue
+            if transitions.is_interrupted(record, now):
+                found.append(record)
+        for run_id, reason in damaged:
+            await self._quarantine_logged(namespace, run_id, reason)
+        found.sort(key=transitions.interrupted_order)
+        return found
+
+    async def _quarantine_logged(self, namespace: str, run_id: str, reason: str) -> None:
+        """Quarantine a run found damaged on the way, and say so in the log."""
+        try:
+            quarantined = await self.quarantine(run_id, reason, namespace)
+        except StoreError as exc:  # the healthy runs are still the work list
+            log.warning("could not quarantine run %r (next time then): %s", run_id, exc)
+            return
+        if quarantined:
+            log.error("quarantined run %r in namespace %r: %s", run_id, namespace, reason)
 
     async def _quarantine_damaged(
         self, namespace: str, run_id: str, reason: str, got: StoredObject
