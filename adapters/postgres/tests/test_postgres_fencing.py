@@ -13,7 +13,16 @@ import pytest_asyncio
 from postgres_support import corrupt_message, corrupt_record, wait_until
 from psycopg import sql
 
-from outlast.adapter import CheckpointState, CorruptCheckpoint, LeaseLost, Message, RunStart
+from outlast.adapter import (
+    CheckpointState,
+    CorruptCheckpoint,
+    LeaseLost,
+    Message,
+    RunFinished,
+    RunStart,
+    RunStatus,
+    transitions,
+)
 from outlast_postgres import PostgresStore
 
 RACERS = 8
@@ -105,20 +114,14 @@ async def test_concurrent_claims_from_separate_stores_have_exactly_one_winner(
     await asyncio.gather(*(w.close() for w in workers))
 
 
-@pytest.mark.asyncio
-async def test_claim_next_gives_concurrent_workers_disjoint_batches(store: PostgresStore) -> None:
-    run_ids = {f"r{i:02}" for i in range(20)}
-    for run_id in sorted(run_ids):
-        await interrupted_run(store, run_id)
-    workers = [PostgresStore(store.config) for _ in range(4)]
-    batches = await asyncio.gather(
-        *(w.claim_next(owner=f"w{i}", lease=30, limit=5) for i, w in enumerate(workers))
-    )
-    claimed = [claim.record.run_id for batch in batches for claim in batch]
-    assert sorted(claimed) == sorted(run_ids)  # every run once, none twice
-    assert all(len(batch) == 5 for batch in batches)
-    assert all(c.record.epoch == 2 and len(c.resume.history) == 3 for b in batches for c in b)
-    await asyncio.gather(*(w.close() for w in workers))
+async def drain(
+    store: PostgresStore, owner: str = "w", kinds: tuple[str, ...] = ("k",)
+) -> list[str]:
+    """The run ids ``claim_next`` hands out, in order, until it has none."""
+    taken = []
+    while claim := await store.claim_next(kinds, owner=owner, lease=30):
+        taken.append(claim.record.run_id)
+    return taken
 
 
 @pytest.mark.asyncio
@@ -128,16 +131,34 @@ async def test_claim_next_skips_a_run_another_worker_holds_instead_of_waiting(
     for run_id in ("a", "b", "c"):
         await interrupted_run(store, run_id)
     async with db.transaction():
+        # The oldest run's row is locked, as by a worker claiming it right now.
         await db.execute(
-            sql.SQL("SELECT 1 FROM {} WHERE run_id = 'b' FOR UPDATE").format(
+            sql.SQL("SELECT 1 FROM {} WHERE run_id = 'a' FOR UPDATE").format(
                 sql.Identifier(schema, "runs")
             )
         )
         async with asyncio.timeout(HANG_GUARD):  # would block here without SKIP LOCKED
-            first = await store.claim_next(owner="w1", lease=30, limit=10)
-    assert sorted(c.record.run_id for c in first) == ["a", "c"]
-    second = await store.claim_next(owner="w2", lease=30, limit=10)
-    assert [c.record.run_id for c in second] == ["b"]
+            assert await drain(store, "w1") == ["b", "c"]
+    assert await drain(store, "w2") == ["a"]
+
+
+@pytest.mark.asyncio
+async def test_claim_next_takes_only_the_kinds_asked_for_and_reads_their_progress(
+    store: PostgresStore,
+) -> None:
+    await interrupted_run(store, "a-report")
+    other = await store.begin(RunStart(run_id="b-email", kind="email"))
+    await other.release()
+    await store.submit(RunStart(run_id="c-report", kind="k"))
+    first = await store.claim_next(["k"], owner="w", lease=30)
+    assert first is not None
+    assert (first.record.run_id, first.resume.history) == ("a-report", history(3))
+    assert (first.record.epoch, first.record.attempts, first.record.crashes) == (2, 2, 0)
+    queued = await store.claim_next(["k", "sms"], owner="w", lease=30)
+    assert queued is not None
+    assert (queued.record.run_id, queued.record.epoch, queued.resume.history) == ("c-report", 1, ())
+    assert await store.claim_next(["k"], owner="w", lease=30) is None
+    assert await drain(store, kinds=("email",)) == ["b-email"]
 
 
 @pytest.mark.asyncio
@@ -234,16 +255,14 @@ async def test_claim_next_quarantines_damaged_runs_and_claims_the_others(
     await corrupt_message(store, "bad-message", "default")
     await corrupt_record(store, "bad-record", "default")
     caplog.set_level(logging.WARNING, logger="outlast_postgres")
-    # Damaged runs do not use up the limit: each is quarantined and the batch taken again.
-    claims = await store.claim_next(owner="w", lease=30, limit=2)
-    assert [c.record.run_id for c in claims] == ["a", "c"]
+    # Each damaged run is quarantined as it is met, and the claim made again without it.
+    assert await drain(store) == ["a", "c"]
     for run_id in ("bad-message", "bad-record"):
         status, error, epoch = await outcome(db, schema, run_id)
         assert (status, epoch) == ("failed", 2)
         assert error.startswith(f"CorruptCheckpoint: run {run_id!r}")
         assert f"{run_id!r}" in caplog.text
     assert await store.interrupted() == []
-    assert await store.claim_next(owner="w", lease=30, limit=10) == []
 
 
 @pytest.mark.asyncio
@@ -257,8 +276,9 @@ async def test_claim_next_counts_a_crash_for_an_expired_lease_not_for_a_release(
         return "crashed" in {r.run_id for r in await store.interrupted()}
 
     await wait_until(expired)
-    claims = await store.claim_next(owner="w2", lease=30, limit=10)
-    crashes = {c.record.run_id: (c.record.crashes, c.record.attempts) for c in claims}
+    crashes = {}
+    while claim := await store.claim_next(["k"], owner="w2", lease=30):
+        crashes[claim.record.run_id] = (claim.record.crashes, claim.record.attempts)
     assert crashes == {"released": (0, 2), "crashed": (1, 2)}
 
 
@@ -275,7 +295,7 @@ async def test_interrupted_quarantines_damaged_records_and_still_fills_its_limit
     assert [(await outcome(db, schema, r))[0] for r in ("a-broken", "b-broken")] == ["failed"] * 2
 
 
-async def lease_lost(write: Awaitable[None]) -> str:
+async def lease_lost(write: Awaitable[object]) -> str:
     with pytest.raises(LeaseLost) as caught:
         await write
     return caught.value.detail
@@ -321,6 +341,56 @@ async def test_a_write_refused_by_a_claim_committed_while_it_waited_says_which_e
     loaded = await store.load("r")
     assert loaded is not None
     assert loaded.state == CheckpointState()
+
+
+async def cancel_while_held(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str, assignments: str
+) -> asyncio.Task[Any]:
+    """Start ``store.cancel("r")`` while ``db`` holds run r's row updated by
+    ``assignments`` (an owner's write, not committed yet); commit once the
+    cancel waits for the row. The cancel's task."""
+    async with db.transaction():
+        await db.execute(
+            sql.SQL("UPDATE {} SET {} WHERE run_id = 'r'").format(
+                sql.Identifier(schema, "runs"), sql.SQL(assignments)
+            )
+        )
+        cancelling = asyncio.create_task(store.cancel("r"))
+        await wait_until(lambda: blocked_by(db, db.info.backend_pid))
+    return cancelling
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_that_waited_for_a_release_fails_the_run_at_once(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    owner = await store.begin(RunStart(run_id="r", kind="k", lease=3600))
+    # The cancel's snapshot sees a live lease; the row it locks was released.
+    cancelling = await cancel_while_held(
+        store, db, schema, "lease_expires_at = NULL, updated_at = now()"
+    )
+    async with asyncio.timeout(HANG_GUARD):
+        after = await cancelling
+    assert (after.status, after.error, after.epoch) == (RunStatus.FAILED, transitions.CANCELLED, 2)
+    assert after.cancel_requested
+    assert await lease_lost(owner.renew()) == "epoch 2 owns it now"
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_that_waited_for_a_completion_says_the_run_finished(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    await store.begin(RunStart(run_id="r", kind="k", lease=3600))
+    # The cancel's snapshot sees the run running; the row it locks is completed.
+    cancelling = await cancel_while_held(
+        store, db, schema, "status = 'completed', result = '1', lease_expires_at = NULL"
+    )
+    async with asyncio.timeout(HANG_GUARD):
+        with pytest.raises(RunFinished, match="completed"):
+            await cancelling
+    loaded = await store.load("r")
+    assert loaded is not None
+    assert (loaded.record.status, loaded.record.cancel_requested) == (RunStatus.COMPLETED, False)
 
 
 @pytest.mark.asyncio

@@ -11,7 +11,7 @@ import pytest
 from psycopg import sql
 
 import outlast_postgres
-from outlast.adapter import CheckpointState, Message, RunStart, RunStatus, StoreError
+from outlast.adapter import CheckpointState, Message, RunStart, RunStatus, StoreError, transitions
 from outlast_postgres import SCHEMA_VERSION, PostgresStore
 from outlast_postgres import schema as migrations
 
@@ -177,5 +177,58 @@ async def test_concurrent_upgrades_of_a_version_1_schema_all_succeed_and_apply_o
     stores = [PostgresStore(store_url, pool_min_size=0) for _ in range(RACERS)]
     loaded = await asyncio.gather(*(store.load("released") for store in stores))
     assert all(run is not None and run.record.crashes == 0 for run in loaded)
+    assert await versions(postgres_url, schema) == EVERY_VERSION
+    await asyncio.gather(*(store.close() for store in stores))
+
+
+async def schema_at_version_2(postgres_url: str, schema: str) -> None:
+    """A schema as outlast-postgres 0.2 left it, holding a released run
+    ("released") and one a worker owns ("owned", incarnation "i-owned")."""
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        assert await migrations.migrate(conn, schema, target=2) == 2
+        insert = sql.SQL(
+            "INSERT INTO {} (namespace, run_id, kind, input, status, epoch, owner,"
+            " lease_seconds, lease_expires_at, attempts, crashes, incarnation, format_version)"
+            " VALUES ('default', %s, 'k', 'null', 'running', 2, 'w', 30, %s, 2, 1, %s, 1)"
+        ).format(sql.Identifier(schema, "runs"))
+        await conn.execute(insert, ["released", None, "i-released"])
+        await conn.execute(insert, ["owned", datetime.now(UTC) + timedelta(hours=1), "i-owned"])
+
+
+@pytest.mark.asyncio
+async def test_a_version_2_schema_upgrades_its_runs_read_no_cancel_request_and_can_be_cancelled(
+    postgres_url: str, store_url: str, schema: str
+) -> None:
+    await schema_at_version_2(postgres_url, schema)
+    store = PostgresStore(store_url)
+    old = await store.load("owned")  # first use: migrates
+    assert await versions(postgres_url, schema) == EVERY_VERSION
+    assert old is not None
+    assert (old.record.cancel_requested, old.record.epoch, old.record.crashes) == (False, 2, 1)
+    # A run owned across the upgrade gets the request; one released is failed at once.
+    flagged = await store.cancel("owned")
+    assert (flagged.status, flagged.cancel_requested, flagged.epoch) == (RunStatus.RUNNING, True, 2)
+    failed = await store.cancel("released")
+    assert (failed.status, failed.error, failed.epoch) == (
+        RunStatus.FAILED,
+        transitions.CANCELLED,
+        3,
+    )
+    # Epoch 0 is now allowed: a submitted run waits there for its first claim.
+    await store.submit(RunStart(run_id="queued", kind="k"))
+    claim = await store.claim_next(["k"], owner="w2", lease=30)
+    assert claim is not None
+    assert (claim.record.run_id, claim.record.epoch, claim.record.crashes) == ("queued", 1, 0)
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_concurrent_upgrades_of_a_version_2_schema_all_succeed_and_apply_once(
+    postgres_url: str, store_url: str, schema: str
+) -> None:
+    await schema_at_version_2(postgres_url, schema)
+    stores = [PostgresStore(store_url, pool_min_size=0) for _ in range(RACERS)]
+    loaded = await asyncio.gather(*(store.load("released") for store in stores))
+    assert all(run is not None and not run.record.cancel_requested for run in loaded)
     assert await versions(postgres_url, schema) == EVERY_VERSION
     await asyncio.gather(*(store.close() for store in stores))

@@ -1,7 +1,8 @@
 """Round trips per operation, counted on the wire by a proxy (counted, never timed).
 
-Every write is one round trip whatever it carries; a 10,000-message
-transcript loads in one round trip and is claimed in two.
+Every write is one round trip whatever it carries (its notification
+included); a 10,000-message transcript loads in one round trip and is
+claimed in two.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest_asyncio
 from postgres_support import RoundTripProxy
 from psycopg.conninfo import conninfo_to_dict
 
-from outlast.adapter import CheckpointState, Message, PhaseOutput, RunStart
+from outlast.adapter import CheckpointState, Message, PhaseOutput, RunStart, RunStatus
 from outlast_postgres import PostgresStore
 
 LONG = 10_000
@@ -49,12 +50,27 @@ async def test_every_checkpointer_write_is_one_round_trip(
     cp, trips = await proxy.count(store.begin(RunStart("r1", "k", {"q": 1})))
     assert trips == 1
     ten = CheckpointState(history(10))
-    assert (await proxy.count(cp.save(ten)))[1] == 1
-    assert (await proxy.count(cp.save(ten)))[1] == 1  # nothing new: still checks the epoch
+    assert await proxy.count(cp.save(ten)) == (False, 1)
+    assert await proxy.count(cp.save(ten)) == (False, 1)  # nothing new: still checks the epoch
     next_phase = CheckpointState(history(3, "p1-"), (PhaseOutput("plan", {"steps": 3}),))
-    assert (await proxy.count(cp.save(next_phase)))[1] == 1
-    assert (await proxy.count(cp.renew()))[1] == 1
+    assert await proxy.count(cp.save(next_phase)) == (False, 1)
+    assert await proxy.count(cp.renew()) == (False, 1)
     assert (await proxy.count(cp.complete({"answer": 42})))[1] == 1
+
+
+@pytest.mark.asyncio
+async def test_submit_cancel_and_the_cancel_request_cost_one_round_trip_each(
+    store: PostgresStore, proxy: RoundTripProxy
+) -> None:
+    assert (await proxy.count(store.submit(RunStart("queued", "k"))))[1] == 1
+    cancelled, trips = await proxy.count(store.cancel("queued"))
+    assert (cancelled.status, trips) == (RunStatus.FAILED, 1)
+    owned = await store.begin(RunStart("owned", "k"))
+    flagged, trips = await proxy.count(store.cancel("owned"))
+    assert (flagged.cancel_requested, trips) == (True, 1)
+    # The owner learns of the request from its save's or renewal's own statement.
+    assert await proxy.count(owned.save(CheckpointState(history(2)))) == (True, 1)
+    assert await proxy.count(owned.renew()) == (True, 1)
 
 
 @pytest.mark.asyncio
@@ -99,7 +115,7 @@ async def test_claiming_a_10000_message_run_is_two_round_trips(
 
 
 @pytest.mark.asyncio
-async def test_reads_deletes_and_batch_claims_take_a_constant_number_of_round_trips(
+async def test_reads_deletes_and_claim_next_take_a_constant_number_of_round_trips(
     store: PostgresStore, proxy: RoundTripProxy
 ) -> None:
     for i in range(5):
@@ -108,7 +124,13 @@ async def test_reads_deletes_and_batch_claims_take_a_constant_number_of_round_tr
         await cp.release()
     assert (await proxy.count(store.interrupted()))[1] == 1
     assert (await proxy.count(store.list()))[1] == 1
-    claims, trips = await proxy.count(store.claim_next(owner="w2", lease=30, limit=5))
-    assert (len(claims), trips) == (5, 2)
+    claim, trips = await proxy.count(store.claim_next(["k"], owner="w2", lease=30))
+    assert claim is not None
+    assert (len(claim.resume.history), trips) == (200, 2)  # claim + progress, pipelined; commit
+    drained = [claim]
+    while claim := await store.claim_next(["k"], owner="w2", lease=30):
+        drained.append(claim)
+    assert len(drained) == 5
+    assert await proxy.count(store.claim_next(["k"], owner="w2", lease=30)) == (None, 2)
     assert (await proxy.count(store.delete("run-0")))[1] == 1
     assert (await proxy.count(store.purge(3600)))[1] == 1

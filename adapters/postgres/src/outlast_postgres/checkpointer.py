@@ -19,7 +19,8 @@ class PostgresCheckpointer:
     (``transitions.owned``); every other row the write touches is joined to
     that update in the same statement, so a fenced writer raises LeaseLost
     having written nothing. ``save`` writes only the delta since the last
-    successful save.
+    successful save. ``save`` and ``renew`` return the run's
+    ``cancel_requested`` as their own statement left it.
     """
 
     def __init__(
@@ -57,9 +58,9 @@ class PostgresCheckpointer:
     def epoch(self) -> int:
         return self._epoch
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState) -> bool:
         delta = self._cursor.delta(state)
-        await self._fenced(
+        cancel_requested = await self._fenced(
             self._database.statements.save,
             "saving",
             first_phase=delta.first_phase,
@@ -70,6 +71,7 @@ class PostgresCheckpointer:
         )
         # Only now is the delta durable; a failed save is retried, with more, by the next.
         self._cursor = delta.after
+        return cancel_requested
 
     async def complete(self, result: JSON) -> None:
         encoded = records.encode_json(result)
@@ -83,10 +85,12 @@ class PostgresCheckpointer:
     async def release(self) -> None:
         await self._fenced(self._database.statements.release, "releasing")
 
-    async def renew(self) -> None:
-        await self._fenced(self._database.statements.renew, "renewing the lease of")
+    async def renew(self) -> bool:
+        return await self._fenced(self._database.statements.renew, "renewing the lease of")
 
-    async def _fenced(self, statement: sql.Composed, verb: str, **params: Any) -> None:
+    async def _fenced(self, statement: sql.Composed, verb: str, **params: Any) -> bool:
+        """Run the fenced write ``statement``; the run's ``cancel_requested``
+        after it, or LeaseLost saying why it was refused."""
         params.update(
             namespace=self._namespace,
             run_id=self._run_id,
@@ -96,10 +100,10 @@ class PostgresCheckpointer:
         action = f"{verb} run {self._run_id!r}"
         async with self._database.connection(action) as conn:
             cursor = await conn.execute(statement, params)
-            row = await cursor.fetchone() or (0, None, None, None)
+            row = await cursor.fetchone() or (0, None, None, None, None)
             if row[0]:
-                return
-            detail = self._refusal(row[1:])
+                return bool(row[1])
+            detail = self._refusal(row[2:])
             if detail is None:
                 # The row changed between the statement's snapshot and the
                 # update's row lock (a claim or delete committed meanwhile):

@@ -27,6 +27,6 @@ def outlast_backends() -> list[BackendInfo]:
             schemes=SCHEMES,
             package="outlast-postgres",
             version=version("outlast-postgres"),
-            capabilities=("durable", "multi-process", "server-clock", "migrate", "claim_next"),
+            capabilities=("durable", "multi-process", "server-clock", "migrate", "notifications"),
         )
     ]

@@ -30,11 +30,11 @@ RUN_COLUMNS = (
     "{r}.run_id, {r}.namespace, {r}.kind, {r}.input, {r}.status, {r}.epoch, {r}.attempts, "
     "{r}.crashes, {r}.owner, {r}.lease_seconds, extract(epoch FROM {r}.lease_expires_at)::float8, "
     "extract(epoch FROM {r}.created_at)::float8, extract(epoch FROM {r}.updated_at)::float8, "
-    "{r}.result, {r}.error, {r}.incarnation, {r}.format_version"
+    "{r}.result, {r}.error, {r}.incarnation, {r}.cancel_requested, {r}.format_version"
 )
 """The columns :func:`record_from_row` reads, for a runs table aliased ``{r}``."""
 
-RUN_COLUMN_COUNT = 17
+RUN_COLUMN_COUNT = 18
 
 
 def storable(text: str) -> str:
@@ -75,6 +75,7 @@ def record_from_row(row: Sequence[Any]) -> RunRecord:
         result_text,
         error_text,
         incarnation,
+        cancel_requested,
         version,
     ) = row[:RUN_COLUMN_COUNT]
     codec.check_version(version, run_id)
@@ -99,6 +100,7 @@ def record_from_row(row: Sequence[Any]) -> RunRecord:
         result=None if result_text is None else codec.loads(result_text, run_id),
         error=None if error_text is None else _error(error_text, run_id),
         incarnation=incarnation,
+        cancel_requested=cancel_requested,
     )
 
 

@@ -106,6 +106,23 @@ WHERE status = 'running'
 """
 
 
+# Version 3: the fleet. A cancel request is a flag on the run (false for every
+# run written before: nobody asked). A submitted run waits at epoch 0 until its
+# first claim, so the epoch check allows 0. NOT VALID skips re-checking the
+# rows already there (the old check, epoch >= 1, held for each of them) and
+# so scanning the table under the ALTER's lock; every new or updated row is
+# checked as before.
+_CANCEL_REQUESTED = """
+ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS cancel_requested boolean NOT NULL DEFAULT false
+"""
+
+_EPOCH_FROM_0 = """
+ALTER TABLE {schema}.runs
+    DROP CONSTRAINT IF EXISTS runs_epoch_check,
+    ADD CONSTRAINT runs_epoch_check CHECK (epoch >= 0) NOT VALID
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -123,6 +140,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         2,
         "runs count crashes and carry an incarnation; work list ordered by interrupted time",
         (_CRASHES, _INCARNATION, _DROP_INTERRUPTED_INDEX_1, _INTERRUPTED_ORDER_INDEX),
+    ),
+    Migration(
+        3,
+        "runs carry a cancel request; a submitted run waits at epoch 0",
+        (_CANCEL_REQUESTED, _EPOCH_FROM_0),
     ),
 )
 

@@ -11,8 +11,14 @@ each: a data-modifying CTE updates the run's row only while it is the
 writer's incarnation, holds the writer's epoch and is running
 (``transitions.owned``), and every other write of the statement is joined to
 that update, so a fenced writer writes nothing. The statement returns whether
-the row was owned and, for the LeaseLost message, the run's status, epoch and
-incarnation as the statement saw them.
+the row was owned, the run's ``cancel_requested`` after the write and, for
+the LeaseLost message, the run's status, epoch and incarnation as the
+statement saw them.
+
+The writes that make a run claimable or finished also notify the schema's
+channel (:mod:`outlast_postgres.notifications`) with the run's namespace,
+from the same statement: ``pg_notify`` joined to the row the statement
+changed, so a refused write notifies nobody.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from outlast_postgres.notifications import channel_for
 from outlast_postgres.records import RUN_COLUMNS
 
 
@@ -30,6 +37,7 @@ def _compose(text: str, schema: str) -> sql.Composed:
         messages=sql.Identifier(schema, "messages"),
         phases=sql.Identifier(schema, "phases"),
         cols=sql.SQL(RUN_COLUMNS.format(r="r")),
+        channel=sql.Literal(channel_for(schema)),
     )
 
 
@@ -58,19 +66,37 @@ ON CONFLICT (namespace, run_id) DO NOTHING
 RETURNING 1
 """
 
+# transitions.submit: running but unowned (epoch 0, attempts 0, no owner, no
+# lease), so claimable at once; the lease's length is kept for the first claim.
+# Created or not (RunExists) is whether a row comes back.
+_SUBMIT = """
+WITH created AS (
+    INSERT INTO {runs} (namespace, run_id, kind, input, status, epoch, owner, lease_seconds,
+                        lease_expires_at, attempts, crashes, incarnation, format_version)
+    VALUES (%(namespace)s, %(run_id)s, %(kind)s, %(input)s, 'running', 0, '', %(lease)s::float8,
+            NULL, 0, 0, %(incarnation)s, %(version)s)
+    ON CONFLICT (namespace, run_id) DO NOTHING
+    RETURNING namespace
+)
+SELECT pg_notify({channel}, namespace) FROM created
+"""
+
 # transitions.owned, in SQL: the condition of every checkpointer write.
 _OWNED = """
 namespace = %(namespace)s AND run_id = %(run_id)s
 AND incarnation = %(incarnation)s AND epoch = %(epoch)s AND status = 'running'
 """
 
+# ``{written}`` is ``fenced``, or ``notified`` (one row per fenced row) for the
+# writes that notify: a CTE that is only a SELECT runs only when referenced.
 _FENCED = f"""
 WITH fenced AS (
     UPDATE {{runs}} SET {{assignments}}
     WHERE {_OWNED}
-    RETURNING namespace, run_id
+    RETURNING namespace, run_id, cancel_requested
 ){{more}}
-SELECT (SELECT count(*) FROM fenced), s.status, s.epoch, s.incarnation
+SELECT (SELECT count(*) FROM {{written}}), (SELECT bool_or(cancel_requested) FROM fenced),
+       s.status, s.epoch, s.incarnation
 FROM (VALUES (1)) AS one (n)
 LEFT JOIN {{runs}} s ON s.namespace = %(namespace)s AND s.run_id = %(run_id)s
 """
@@ -108,6 +134,11 @@ cleared_phases AS (
     WHERE p.namespace = f.namespace AND p.run_id = f.run_id
 )"""
 
+_NOTIFY = """,
+notified AS (
+    SELECT pg_notify({channel}, f.namespace) FROM fenced f
+)"""
+
 # transitions.is_interrupted: running, the lease released (NULL) or expired.
 _INTERRUPTED_RUNS = """
 r.namespace = %(namespace)s AND r.status = 'running'
@@ -137,14 +168,20 @@ WHERE r.run_id = %(run_id)s AND {_INTERRUPTED_RUNS}
 RETURNING {{cols}}
 """
 
-# SKIP LOCKED: rows another worker is claiming right now are passed over, so
-# concurrent workers take disjoint batches instead of queueing on one row.
+# The oldest claimable run of one of the kinds. SKIP LOCKED: a row another
+# worker is claiming right now is passed over, so concurrent workers take
+# different runs instead of queueing on one row. The bound on the ordering
+# expression holds for every claimable run the statement can see (a lease
+# expired, a release or a submit committed, before the claim began); it lets
+# the index scan stop at the first live lease, so a poll of an empty queue
+# reads no live run.
 _CLAIM_NEXT = f"""
 WITH picked AS (
     SELECT r.namespace, r.run_id FROM {{runs}} r
-    WHERE {_INTERRUPTED_RUNS} AND r.format_version = %(version)s AND {_NOT_SKIPPED}
+    WHERE {_INTERRUPTED_RUNS} AND coalesce(r.lease_expires_at, r.updated_at) <= now()
+      AND r.kind = ANY(%(kinds)s::text[]) AND r.format_version = %(version)s AND {_NOT_SKIPPED}
     ORDER BY {_INTERRUPTED_ORDER}
-    LIMIT %(limit)s
+    LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
 UPDATE {{runs}} AS r SET {_TAKE_OVER}
@@ -181,11 +218,42 @@ LIMIT %(limit)s
 # failed, the epoch moved on (fencing any writer), the lease dropped; nothing
 # else changes, so what is stored stays for forensics.
 _QUARANTINE = f"""
-UPDATE {{runs}} AS r
-SET status = 'failed', error = %(error)s, epoch = r.epoch + 1, lease_expires_at = NULL,
-    updated_at = now()
-WHERE r.run_id = %(run_id)s AND r.format_version = %(version)s AND {_INTERRUPTED_RUNS}
-RETURNING 1
+WITH quarantined AS (
+    UPDATE {{runs}} AS r
+    SET status = 'failed', error = %(error)s, epoch = r.epoch + 1, lease_expires_at = NULL,
+        updated_at = now()
+    WHERE r.run_id = %(run_id)s AND r.format_version = %(version)s AND {_INTERRUPTED_RUNS}
+    RETURNING r.namespace
+)
+SELECT pg_notify({{channel}}, namespace) FROM quarantined
+"""
+
+# transitions.cancel: a running run nobody owns (lease released or expired) is
+# failed at once, at the next epoch (fencing a late writer), without a lease;
+# an owned one only gets the request. Every SET expression reads the row as
+# the UPDATE locked it, so the choice and the write are one atomic step. The
+# run's status as the statement's snapshot saw it tells, when nothing was
+# updated, a missing run (NULL) from a finished one.
+_UNOWNED = "(r.lease_expires_at IS NULL OR r.lease_expires_at <= now())"
+
+_CANCEL = f"""
+WITH cancelled AS (
+    UPDATE {{runs}} AS r
+    SET status = CASE WHEN {_UNOWNED} THEN 'failed' ELSE r.status END,
+        error = CASE WHEN {_UNOWNED} THEN %(error)s ELSE r.error END,
+        epoch = r.epoch + CASE WHEN {_UNOWNED} THEN 1 ELSE 0 END,
+        lease_expires_at = CASE WHEN {_UNOWNED} THEN NULL ELSE r.lease_expires_at END,
+        cancel_requested = true, updated_at = now()
+    WHERE r.namespace = %(namespace)s AND r.run_id = %(run_id)s AND r.status = 'running'
+    RETURNING {{cols}}
+),
+notified AS (
+    SELECT pg_notify({{channel}}, c.namespace) FROM cancelled c WHERE c.status = 'failed'
+)
+SELECT s.status, (SELECT count(*) FROM notified), c.*
+FROM (VALUES (1)) AS one (n)
+LEFT JOIN {{runs}} s ON s.namespace = %(namespace)s AND s.run_id = %(run_id)s
+LEFT JOIN cancelled c ON true
 """
 
 _LIST = """
@@ -228,8 +296,13 @@ SELECT count(*) FROM gone
 """
 
 
-def _fenced(assignments: str, more: str = "") -> str:
-    return _FENCED.replace("{assignments}", assignments).replace("{more}", more)
+def _fenced(assignments: str, more: str = "", *, notify: bool = False) -> str:
+    """A fenced write; ``notify``: also tell the channel (see the module docstring)."""
+    return (
+        _FENCED.replace("{assignments}", assignments)
+        .replace("{more}", more + (_NOTIFY if notify else ""))
+        .replace("{written}", "notified" if notify else "fenced")
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +310,7 @@ class Statements:
     """The store's statements for one schema."""
 
     begin: sql.Composed
+    submit: sql.Composed
     save: sql.Composed
     complete: sql.Composed
     fail: sql.Composed
@@ -250,6 +324,7 @@ class Statements:
     load: sql.Composed
     interrupted: sql.Composed
     quarantine: sql.Composed
+    cancel: sql.Composed
     list_all: sql.Composed
     list_status: sql.Composed
     list_after: sql.Composed
@@ -271,21 +346,24 @@ class Statements:
 
         return cls(
             begin=c(_BEGIN),
+            submit=c(_SUBMIT),
             save=c(_fenced("updated_at = now()", _APPEND)),
             complete=c(
                 _fenced(
                     "status = 'completed', result = %(result)s, lease_expires_at = NULL, "
                     "updated_at = now()",
                     _CLEAR_PROGRESS,
+                    notify=True,
                 )
             ),
             fail=c(
                 _fenced(
                     "status = 'failed', error = %(error)s, lease_expires_at = NULL, "
-                    "updated_at = now()"
+                    "updated_at = now()",
+                    notify=True,
                 )
             ),
-            release=c(_fenced("lease_expires_at = NULL, updated_at = now()")),
+            release=c(_fenced("lease_expires_at = NULL, updated_at = now()", notify=True)),
             renew=c(
                 _fenced(
                     "lease_expires_at = now() + make_interval(secs => lease_seconds), "
@@ -300,6 +378,7 @@ class Statements:
             load=c(_LOAD),
             interrupted=c(_INTERRUPTED),
             quarantine=c(_QUARANTINE),
+            cancel=c(_CANCEL),
             list_all=c(_LIST.replace("{filters}", "")),
             list_status=c(_LIST.replace("{filters}", _STATUS)),
             list_after=c(_LIST.replace("{filters}", _AFTER_CURSOR)),

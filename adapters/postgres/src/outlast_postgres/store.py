@@ -2,11 +2,14 @@
 
 Every write mirrors :mod:`outlast.transitions` in SQL (see
 :mod:`outlast_postgres.statements`). Round trips per operation (counted in
-the tests): begin, save, complete, fail, release, renew, quarantine, load,
-list, delete and purge take one; so does interrupted, unless it meets damaged
-records (each is quarantined, then the list is read again without it); claim
-and claim_next take two (the claim and the read of the claimed progress,
-pipelined; then the commit), whatever the transcript's length.
+the tests): begin, submit, cancel, save, complete, fail, release, renew,
+quarantine, load, list, delete and purge take one; so does interrupted,
+unless it meets damaged records (each is quarantined, then the list is read
+again without it); claim and claim_next take two (the claim and the read of
+the claimed progress, pipelined; then the commit), whatever the transcript's
+length, and claim_next one more per damaged run it meets and the claim again.
+``wait_for_change`` uses a listening connection of its own, not the pool
+(:mod:`outlast_postgres.notifications`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from outlast.adapter import (
     CorruptCheckpoint,
     ResumeState,
     RunExists,
+    RunFinished,
+    RunNotFound,
     RunPage,
     RunRecord,
     RunStart,
@@ -34,18 +39,17 @@ from outlast.adapter import (
     StoreError,
     UnknownFormat,
     codec,
-    ids,
     transitions,
 )
 from outlast_postgres import records
 from outlast_postgres.checkpointer import PostgresCheckpointer
 from outlast_postgres.config import PostgresConfig, parse
 from outlast_postgres.database import Database
+from outlast_postgres.notifications import Listener, channel_for
 
 log = logging.getLogger("outlast_postgres")
 
-# Module-level names: inside PostgresStore, ``list`` is its method.
-Claims = list[Claim]
+# A module-level name: inside PostgresStore, ``list`` is its method.
 Damaged = list[tuple[str, CorruptCheckpoint]]
 """Runs that do not parse: (run id, why)."""
 
@@ -68,6 +72,8 @@ class PostgresStore:
             config = parse(url, options)
         self.database = Database(config)
         """The pool and statements this store shares with its checkpointers."""
+        self.listener = Listener(config, channel_for(config.schema))
+        """The connection ``wait_for_change`` listens on (opened by the first wait)."""
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.config.redacted_url!r}, schema={self.config.schema!r})"
@@ -88,7 +94,9 @@ class PostgresStore:
         await self.database.migrate()
 
     async def close(self) -> None:
-        """Close the pool; the store is unusable afterwards. Idempotent."""
+        """Close the pool and the listening connection; the store is unusable
+        afterwards. Idempotent."""
+        await self.listener.close()
         await self.database.close()
 
     # -- CheckpointerFactory -----------------------------------------------
@@ -111,6 +119,56 @@ class PostgresStore:
         if created is None:
             raise RunExists(start.run_id, start.namespace)
         return self._checkpointer(start.namespace, start.run_id, 1, incarnation, SaveCursor())
+
+    async def submit(self, start: RunStart) -> None:
+        params = {
+            "namespace": start.namespace,
+            "run_id": start.run_id,
+            "kind": start.kind,
+            "input": records.encode_json(start.input),
+            "lease": float(start.lease),
+            "incarnation": transitions.new_incarnation(),
+            "version": codec.FORMAT_VERSION,
+        }
+        async with self.database.connection(f"submitting run {start.run_id!r}") as conn:
+            cursor = await conn.execute(self.database.statements.submit, params)
+            created = await cursor.fetchone()
+        if created is None:
+            raise RunExists(start.run_id, start.namespace)
+
+    async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        params = {
+            "namespace": namespace,
+            "run_id": run_id,
+            # A JSON string, as every stored error (see PostgresCheckpointer.fail).
+            "error": records.encode_json(transitions.CANCELLED),
+        }
+        async with self.database.connection(f"cancelling run {run_id!r}") as conn:
+            # Terminates: the statement is repeated only when the run changed
+            # (finished, or was deleted) between its snapshot and its row lock;
+            # the next snapshot sees that change.
+            while True:
+                cursor = await conn.execute(self.database.statements.cancel, params)
+                row = await cursor.fetchone()
+                assert row is not None  # the statement always returns its one row
+                seen, cancelled = row[0], row[2:]
+                if cancelled[0] is not None:
+                    return records.record_from_row(cancelled)
+                if seen is None:
+                    raise RunNotFound(run_id, namespace)
+                if seen != "running":
+                    raise RunFinished(run_id, namespace, seen)
+
+    async def wait_for_change(self, namespace: str, timeout: float) -> bool:
+        """True as soon as a run of ``namespace`` may have become claimable or
+        finished (a submit, release, cancel, completion, failure or quarantine
+        was committed), False after ``timeout`` seconds (ChangeNotifier).
+
+        LISTEN/NOTIFY on the schema's channel, over one connection per store
+        of its own. A notification may be lost (a dropped connection: then
+        every waiter wakes); callers poll as well.
+        """
+        return await self.listener.wait(namespace, timeout)
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
@@ -167,36 +225,27 @@ class PostgresStore:
 
     async def claim_next(
         self,
-        namespace: str = DEFAULT_NAMESPACE,
+        kinds: Sequence[str],
         *,
         owner: str,
         lease: float,
-        limit: int = 1,
-    ) -> list[Claim]:
-        """Claim up to ``limit`` interrupted runs at once, oldest first (the
-        order of ``interrupted``).
-
-        Batch recovery for worker loops: rows another worker is claiming at
-        the same moment are skipped (``FOR UPDATE SKIP LOCKED``), so concurrent
-        workers get disjoint batches and never wait on each other. Each claim
-        is ``transitions.claim`` (an expired lease counts a crash). A run whose
-        record or progress does not parse is quarantined (see
-        :meth:`quarantine`) and the batch is claimed again without it.
-        """
-        ids.check_namespace(namespace)
-        ids.check_owner(owner)
-        lease = ids.check_lease(lease)
-        ids.check_limit(limit)
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Claim | None:
+        """Claim the oldest claimable run of one of ``kinds`` (the order of
+        ``interrupted``): ``FOR UPDATE SKIP LOCKED``, so concurrent workers
+        take different runs and never wait on each other's. A run whose
+        record or progress does not parse is quarantined and the claim made
+        again without it."""
         skip: list[str] = []
-        async with self.database.connection(f"claiming interrupted runs of {namespace!r}") as conn:
-            # Terminates: a batch is claimed again only when it held a damaged
+        async with self.database.connection(f"claiming a run of {namespace!r}") as conn:
+            # Terminates: a claim is made again only when it took a damaged
             # run, which is then quarantined or skipped for good.
             while True:
-                claims, damaged = await self._claim_batch(
-                    conn, namespace, owner, lease, limit, skip
+                claimed, damaged = await self._claim_next(
+                    conn, kinds, namespace, owner, lease, skip
                 )
                 if not damaged:
-                    return claims
+                    return claimed
                 skip += await self._set_aside(conn, namespace, damaged)
 
     async def quarantine(
@@ -265,43 +314,52 @@ class PostgresStore:
 
     # -- helpers -----------------------------------------------------------
 
-    async def _claim_batch(
+    async def _claim_next(
         self,
         conn: AsyncConnection[TupleRow],
+        kinds: Sequence[str],
         namespace: str,
         owner: str,
         lease: float,
-        limit: int,
         skip: Sequence[str],
-    ) -> tuple[Claims, Damaged]:
-        """One claim_next attempt: the claims, or (all undone) the damaged runs."""
+    ) -> tuple[Claim | None, Damaged]:
+        """One claim_next attempt: the claim (None: nothing claimable), or,
+        undone, the damaged run it took."""
         params = {
             "namespace": namespace,
+            "kinds": [*kinds],
             "owner": owner,
             "lease": float(lease),
-            "limit": limit,
             "skip": skip,
             "version": codec.FORMAT_VERSION,
         }
         statements = self.database.statements
-        claims: Claims = []
-        damaged: Damaged = []
         async with conn.pipeline():
+            # One flush: BEGIN, the claim and the read of the claimed progress
+            # go out together; the COMMIT (or ROLLBACK) is the second.
             await conn.execute("BEGIN")
             claimed = await conn.execute(statements.claim_next, params)
             progress = await conn.execute(statements.claimed, params)
             bodies = {row[0]: row for row in await progress.fetchall()}
-            for row in await claimed.fetchall():
-                try:
+            row = await claimed.fetchone()
+            claim: Claim | None = None
+            damaged: Damaged = []
+            try:
+                if row is not None:
                     record = records.record_from_row(row)
-                    state = _state(record.run_id, bodies.get(record.run_id))
-                except CorruptCheckpoint as exc:
-                    damaged.append((row[0], exc))
-                else:
-                    claims.append(self._claim(record, state))
-            # A damaged run undoes the whole batch; the caller claims again without it.
+                    if record.run_id not in bodies:
+                        raise StoreError(
+                            f"run {record.run_id!r}: claimed but its progress could not be read"
+                        )
+                    claim = self._claim(record, _state(record.run_id, bodies[record.run_id]))
+            except CorruptCheckpoint as exc:
+                damaged.append((exc.run_id, exc))
+            except Exception:
+                await conn.execute("ROLLBACK")
+                raise
+            # A damaged run is not taken over: undone, then quarantined by the caller.
             await conn.execute("ROLLBACK" if damaged else "COMMIT")
-        return ([] if damaged else claims), damaged
+        return claim, damaged
 
     async def _set_aside(
         self, conn: AsyncConnection[TupleRow], namespace: str, damaged: Damaged
@@ -328,7 +386,7 @@ class PostgresStore:
             "version": codec.FORMAT_VERSION,
         }
         cursor = await conn.execute(self.database.statements.quarantine, params)
-        return await cursor.fetchone() is not None
+        return await cursor.fetchone() is not None  # a row: quarantined (and notified)
 
     def _claim(self, record: RunRecord, state: CheckpointState) -> Claim:
         cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
