@@ -75,6 +75,13 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def scratch_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server of our own, for tests that kill its clients' connections."""
+    with redis_server(_servers_dir(tmp_path_factory, "a scratch redis-server")) as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
 def password_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A redis-server that requires the password ``s3cret-pw``."""
     directory = _servers_dir(tmp_path_factory, "a password-protected redis-server")

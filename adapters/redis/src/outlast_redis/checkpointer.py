@@ -21,7 +21,7 @@ from outlast.adapter import (
 )
 from outlast_redis.connection import RedisConnection, new_token
 from outlast_redis.keys import RunKeys
-from outlast_redis.records import text
+from outlast_redis.records import flag, text
 
 
 def raise_unless_ok(reply: Any, run_id: str, epoch: int) -> Any:
@@ -80,11 +80,11 @@ class RedisCheckpointer:
     def epoch(self) -> int:
         return self._epoch
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState) -> bool:
         """One EVALSHA: the delta's phases and messages, appended if the run is mine.
 
         A save with nothing new still runs the script: it checks ownership
-        and moves ``updated_at``.
+        and moves ``updated_at``. Returns whether a cancel was requested.
         """
         delta = self._cursor.delta(state)
         args: list[str | int] = [
@@ -95,8 +95,9 @@ class RedisCheckpointer:
             *(codec.encode_phase(phase) for phase in delta.phases),
             *(codec.encode_message(message) for message in delta.messages),
         ]
-        await self._write("save", args)
+        reply = await self._write("save", args)
         self._cursor = delta.after
+        return flag(reply[1], self.run_id)
 
     async def complete(self, result: JSON) -> None:
         ttl_ms = self._connection.config.completed_ttl_ms
@@ -108,10 +109,12 @@ class RedisCheckpointer:
     async def release(self) -> None:
         await self._write("release", [new_token()])
 
-    async def renew(self) -> None:
-        await self._write("renew", [new_token()])
+    async def renew(self) -> bool:
+        """One EVALSHA; returns whether a cancel was requested."""
+        reply = await self._write("renew", [new_token()])
+        return flag(reply[1], self.run_id)
 
-    async def _write(self, script: str, args: list[Any]) -> None:
+    async def _write(self, script: str, args: list[Any]) -> Any:
         owned = [self.run_id, self._epoch, self._incarnation]
         reply = await self._connection.run(script, self._keys.all(), [*owned, *args])
-        raise_unless_ok(reply, self.run_id, self._epoch)
+        return raise_unless_ok(reply, self.run_id, self._epoch)

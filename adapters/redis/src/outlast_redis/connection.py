@@ -32,15 +32,18 @@ def new_token() -> str:
 class Scripts:
     """Every script, registered with one client (loaded on first use, called by SHA)."""
 
-    begin: AsyncScript
+    create: AsyncScript
     save: AsyncScript
     complete: AsyncScript
     fail: AsyncScript
     release: AsyncScript
     renew: AsyncScript
+    cancel: AsyncScript
     claim: AsyncScript
+    claim_next: AsyncScript
     unclaim: AsyncScript
     quarantine: AsyncScript
+    quarantine_claimed: AsyncScript
     load: AsyncScript
     delete: AsyncScript
     forget: AsyncScript
@@ -53,15 +56,18 @@ class Scripts:
     @classmethod
     def register(cls, client: Client) -> Scripts:
         sources = {
-            "begin": lua.BEGIN,
+            "create": lua.CREATE,
             "save": lua.SAVE,
             "complete": lua.COMPLETE,
             "fail": lua.FAIL,
             "release": lua.RELEASE,
             "renew": lua.RENEW,
+            "cancel": lua.CANCEL,
             "claim": lua.CLAIM,
+            "claim_next": lua.CLAIM_NEXT,
             "unclaim": lua.UNCLAIM,
             "quarantine": lua.QUARANTINE,
+            "quarantine_claimed": lua.QUARANTINE_CLAIMED,
             "load": lua.LOAD,
             "delete": lua.DELETE,
             "forget": lua.FORGET,

@@ -18,6 +18,20 @@ brace in either can neither make two runs share keys nor break the tag::
     <prefix>:{<ns>}:leases             sorted set: every running run id, scored by
                                        when it is (or became) claimable in server
                                        ms: its lease's expiry, or its release time
+                                       (a submitted run: its submit time)
+    <prefix>:{<ns>}:claimed:<token>    string, kept a minute: the run one call of
+                                       claim_next took (so redis-py's retry of that
+                                       call, its reply lost, answers the same run)
+
+The ``claim_next`` script finds runs through the lease index, so it builds
+their keys itself (``<base>:run:`` and the run id percent-encoded as
+:func:`urllib.parse.quote` does, with no safe characters); the keys are on
+the namespace's slot like every key it was given.
+
+Scripts that make a run claimable or finished PUBLISH on the channel
+``<prefix>:changes`` (not a key: classic pub/sub reaches every node of a
+Cluster) the namespace's tag, its percent-encoded name; the scripts take both
+from their first key (see scripts.py, ``notify``).
 
 Index members are the raw run ids: the byte order Redis keeps ties and
 ``ZRANGEBYLEX`` in is UTF-8 byte order, which is code point order, the order
@@ -77,18 +91,30 @@ class RunKeys:
         return [self.meta, self.phases, self.messages, self.damaged]
 
 
+def changes_channel(prefix: str) -> str:
+    """The pub/sub channel the scripts announce changes of every namespace on."""
+    return f"{prefix}:changes"
+
+
 @dataclass(frozen=True, slots=True)
 class NamespaceKeys:
     """The keys of one namespace: its two indexes, and its runs' keys."""
 
     base: str
+    tag: str
+    """The namespace as it appears in the hash tag and in change notifications."""
     runs: str
     leases: str
 
     @classmethod
     def of(cls, prefix: str, namespace: str) -> NamespaceKeys:
-        base = f"{prefix}:{{{_part(namespace)}}}"
-        return cls(base, f"{base}:runs", f"{base}:leases")
+        tag = _part(namespace)
+        base = f"{prefix}:{{{tag}}}"
+        return cls(base, tag, f"{base}:runs", f"{base}:leases")
+
+    def claimed(self, token: str) -> str:
+        """Where the claim_next call marked ``token`` notes the run it took."""
+        return f"{self.base}:claimed:{token}"
 
     def run(self, run_id: str) -> RunKeys:
         run = f"{self.base}:run:{_part(run_id)}"

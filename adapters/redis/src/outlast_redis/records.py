@@ -42,6 +42,15 @@ def check_version(stored: bytes | None, run_id: str) -> None:
     codec.check_version(version, run_id)
 
 
+def flag(value: bytes | str, run_id: str) -> bool:
+    """A flag the scripts store as ``1`` or ``0`` (absent: written before it existed)."""
+    if value in (b"1", "1"):
+        return True
+    if value in (b"0", "0"):
+        return False
+    raise CorruptCheckpoint(run_id, f"the run's record holds {value!r} where 0 or 1 belongs")
+
+
 def _ms(value: bytes) -> float:
     """Server milliseconds as POSIX seconds."""
     return float(value) / 1000
@@ -69,6 +78,7 @@ def decode_record(fields: Fields, run_id: str) -> RunRecord:
             result=codec.loads(fields["result"], run_id) if "result" in fields else None,
             error=fields["error"].decode() if "error" in fields else None,
             incarnation=fields.get("incarnation", b"").decode(),
+            cancel_requested=flag(fields.get("cancel_requested", b"0"), run_id),
         )
     except KeyError as exc:
         raise CorruptCheckpoint(run_id, f"the run's record lacks the field {exc}") from exc

@@ -20,9 +20,10 @@ The run's record is a hash (``meta``) with the fields:
     seg          the segment the ``msgs`` list holds (== number of phases)
     incarnation  random token drawn by begin: a writer of a deleted run is
                  fenced from a new run of the same id, even at the same epoch
-    op           token of the last claim/renew/release/complete/fail, so a
-                 call redis-py retried after its reply was lost (the write
-                 landed) answers ``ok`` again instead of failing
+    op           token of the last claim/renew/release/complete/fail/cancel,
+                 so a call redis-py retried after its reply was lost (the
+                 write landed) answers ``ok`` again instead of failing
+    cancel_requested  1 once a cancel asked the owner to stop (absent: 0)
     result       JSON text, once completed
     error        text, once failed
 
@@ -30,19 +31,27 @@ Every run script takes ``KEYS = meta, phases, msgs, damaged, runs, leases``
 (one slot: see keys.py) and ``ARGV[1] = run id``, and keeps the indexes
 exact in the same step: ``runs`` holds every run, ``leases`` every running
 run scored by when it is (or became) claimable, its lease's expiry or, once
-released, its last write (``RunRecord.interrupted_since``). Run scripts answer
-a list whose first element says what happened (``ok``, or why nothing was
-written), never an error reply, so the caller maps each outcome to an
-outlast error.
+released (or submitted), its last write (``RunRecord.interrupted_since``).
+Run scripts answer a list whose first element says what happened (``ok``,
+or why nothing was written), never an error reply, so the caller maps each
+outcome to an outlast error.
+
+``CLAIM_NEXT`` is the one script that is not given every key it touches: it
+finds runs in the lease index and builds their keys from the namespace's key
+base (``run_keys``), all on the namespace's slot, so it runs on Cluster too.
+It walks at most a budget of index entries per call and answers where it
+stopped, so no call blocks the server for long, however long the index.
+
+The scripts that make a run claimable (submit, release, a claim handed back)
+or finished (complete, fail, cancel, quarantine) announce it with PUBLISH
+(``notify``): the channel ``<prefix>:changes``, the namespace's tag as the
+message. Classic pub/sub, so on Cluster it reaches subscribers on every node.
 """
 
 from __future__ import annotations
 
-_PRELUDE = """
+_HELPERS = """
 if redis.replicate_commands then redis.replicate_commands() end
-local META, PHASES, MSGS, DAMAGED, RUNS, LEASES =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local RUN_ID = ARGV[1]
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -51,6 +60,52 @@ local function lease_ms(seconds)
   -- as outlast_redis.store.lease_ms: whole milliseconds, never 0
   return math.max(1, math.ceil(tonumber(seconds) * 1000))
 end
+local function notify(key)
+  -- A run of the namespace of ``key`` may have become claimable or finished:
+  -- PUBLISH <prefix>:changes <namespace tag> (keys.py; the prefix has no braces).
+  local prefix, tag = string.match(key, '^([^{]*):{([^}]*)}')
+  redis.call('PUBLISH', prefix .. ':changes', tag)
+end
+local function run_keys(base, run_id)
+  -- keys.NamespaceKeys.run: the id percent-encoded as urllib.parse.quote(id, safe='')
+  local part = string.gsub(run_id, '[^A-Za-z0-9_.~%-]', function(c)
+    return string.format('%%%02X', string.byte(c))
+  end)
+  local run = base .. ':run:' .. part
+  return run .. ':meta', run .. ':phases', run .. ':msgs'
+end
+local function not_after(a, b)
+  -- a <= b byte by byte, as Redis orders members (Lua's own < follows the locale)
+  if a == b then return true end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local function page(leases, score, member, max, count)
+  -- The next entries of a lease index after the cursor (score, member; an
+  -- empty score: from the start) in index order (score, then member bytes)
+  -- whose score is at most ``max``; at most ``count``, as {member, score, ...}.
+  -- Starts at the cursor's score: only its ties are skipped one by one.
+  if score == '' then
+    return redis.call('ZRANGEBYSCORE', leases, '-inf', max, 'WITHSCORES', 'LIMIT', 0, count)
+  end
+  local skip = 0
+  for _, tied in ipairs(redis.call('ZRANGEBYSCORE', leases, score, score)) do
+    if not not_after(tied, member) then break end
+    skip = skip + 1
+  end
+  return redis.call('ZRANGEBYSCORE', leases, score, max, 'WITHSCORES', 'LIMIT', skip, count)
+end
+"""
+
+_PRELUDE = (
+    _HELPERS
+    + """
+local META, PHASES, MSGS, DAMAGED, RUNS, LEASES =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local RUN_ID = ARGV[1]
 local function refused(epoch, incarnation)
   -- transitions.owned: nil when the writer at (epoch, incarnation) may
   -- write; else why not, in transitions' order.
@@ -65,6 +120,9 @@ local function replayed(token)
   -- This very call already wrote (redis-py retried it after losing the reply).
   return redis.call('HGET', META, 'op') == token
 end
+local function cancel_requested()
+  return redis.call('HGET', META, 'cancel_requested') or '0'
+end
 local function push(key, first, last)
   -- unpack in chunks: Lua's stack is limited to a few thousand values
   local i = first
@@ -77,27 +135,83 @@ end
 local function truncate(key, length)
   if length == 0 then redis.call('DEL', key) else redis.call('LTRIM', key, 0, length - 1) end
 end
+local function restore(first)
+  -- Hand back a claim: the fields CLAIM changed as they were before it
+  -- (its 'before', ARGV[first..]).
+  redis.call('HDEL', META, 'epoch', 'attempts', 'crashes', 'owner', 'lease', 'expires_ms',
+    'updated_ms', 'op')
+  redis.call('HSET', META, unpack(ARGV, first, #ARGV))
+end
+"""
+)
+
+_TAKE = """
+local function take(meta, phases, msgs, leases, run_id, owner, lease, token, version, now)
+  -- transitions.claim of the run at these keys. Answers {'ok', before,
+  -- record, phases, messages}: 'before' holds the fields the claim changed
+  -- as they were (field, value, ...), so a run whose progress does not
+  -- decode can be handed back (UNCLAIM); {'none'} when the run is absent,
+  -- finished or its lease live; {'corrupt', what} or {'version', v} when
+  -- the record cannot be judged.
+  local cur = redis.call('HMGET', meta, 'status', 'expires_ms', 'v')
+  if cur[1] == 'completed' or cur[1] == 'failed' or redis.call('EXISTS', meta) == 0 then
+    return {'none'}
+  end
+  if cur[1] ~= 'running' then return {'corrupt', 'status'} end
+  if cur[3] ~= version then return {'version', cur[3] or ''} end
+  local crashed = 0
+  if cur[2] ~= '' then
+    local expires = tonumber(cur[2])
+    if expires == nil then return {'corrupt', 'lease expiry'} end
+    if expires > now then return {'none'} end
+    crashed = 1  -- expired, never released: its owner died
+  end
+  local before = {}
+  for _, field in ipairs({'epoch', 'attempts', 'crashes', 'owner', 'lease', 'expires_ms',
+      'updated_ms', 'op'}) do
+    local value = redis.call('HGET', meta, field)
+    if value then table.insert(before, field); table.insert(before, value) end
+  end
+  local counts = redis.call('HMGET', meta, 'epoch', 'attempts', 'crashes')
+  local epoch, attempts = tonumber(counts[1]), tonumber(counts[2])
+  local crashes = tonumber(counts[3] or '0')  -- absent reads as 0, as in RunRecord
+  if epoch == nil or attempts == nil or crashes == nil then return {'corrupt', 'epoch'} end
+  local expires = now + lease_ms(lease)
+  redis.call('HSET', meta, 'epoch', epoch + 1, 'attempts', attempts + 1,
+    'crashes', crashes + crashed, 'owner', owner, 'lease', lease,
+    'expires_ms', expires, 'updated_ms', now, 'op', token)
+  redis.call('ZADD', leases, expires, run_id)
+  return {'ok', before, redis.call('HGETALL', meta),
+    redis.call('LRANGE', phases, 0, -1), redis.call('LRANGE', msgs, 0, -1)}
+end
 """
 
-BEGIN = (
+CREATE = (
     _PRELUDE
     + """
--- transitions.begin. ARGV: run_id, version, namespace, kind, input, owner,
--- lease (seconds), incarnation.
+-- transitions.begin or, when ARGV[9] is 'submit', transitions.submit.
+-- ARGV: run_id, version, namespace, kind, input, owner, lease (seconds),
+-- incarnation, 'begin' or 'submit'.
 if redis.call('EXISTS', META) == 1 then
-  -- the same incarnation: this very begin landed and redis-py retried it
+  -- the same incarnation: this very call landed and redis-py retried it
   if redis.call('HGET', META, 'incarnation') == ARGV[8] then return {'ok'} end
   return {'exists'}
 end
 redis.call('DEL', PHASES, MSGS, DAMAGED)
 local now = now_ms()
-local expires = now + lease_ms(ARGV[7])
+local epoch, owner, expires, claimable = 1, ARGV[6], now + lease_ms(ARGV[7]), nil
+if ARGV[9] == 'submit' then
+  -- nobody owns it yet: claimable at once, since its submit (updated_ms)
+  epoch, owner, expires, claimable = 0, '', '', now
+end
 redis.call('HSET', META, 'v', ARGV[2], 'run_id', RUN_ID, 'namespace', ARGV[3],
-  'kind', ARGV[4], 'input', ARGV[5], 'owner', ARGV[6], 'status', 'running',
-  'epoch', 1, 'attempts', 1, 'crashes', 0, 'lease', ARGV[7], 'expires_ms', expires,
-  'created_ms', now, 'updated_ms', now, 'seg', 0, 'incarnation', ARGV[8])
+  'kind', ARGV[4], 'input', ARGV[5], 'owner', owner, 'status', 'running',
+  'epoch', epoch, 'attempts', epoch, 'crashes', 0, 'lease', ARGV[7], 'expires_ms', expires,
+  'created_ms', now, 'updated_ms', now, 'seg', 0, 'incarnation', ARGV[8],
+  'cancel_requested', 0)
 redis.call('ZADD', RUNS, 0, RUN_ID)
-redis.call('ZADD', LEASES, expires, RUN_ID)
+redis.call('ZADD', LEASES, claimable or expires, RUN_ID)
+if claimable then notify(META) end
 return {'ok'}
 """
 )
@@ -107,6 +221,7 @@ SAVE = (
     + """
 -- transitions.save, plus the delta. ARGV: run_id, epoch, incarnation,
 -- first_phase, segment, first_message, n_phases, phases..., messages...
+-- Answers {'ok', cancel_requested}.
 local bad = refused(ARGV[2], ARGV[3])
 if bad then return bad end
 local first_phase = tonumber(ARGV[4])
@@ -134,7 +249,7 @@ local now = now_ms()
 redis.call('HSET', META, 'updated_ms', now)
 -- A released run is claimable since its last write.
 if redis.call('HGET', META, 'expires_ms') == '' then redis.call('ZADD', LEASES, now, RUN_ID) end
-return {'ok'}
+return {'ok', cancel_requested()}
 """
 )
 
@@ -152,6 +267,7 @@ redis.call('HSET', META, 'status', 'completed', 'result', ARGV[4], 'expires_ms',
 redis.call('ZREM', LEASES, RUN_ID)
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then redis.call('PEXPIRE', META, ttl) end
+notify(META)
 return {'ok'}
 """
 )
@@ -166,6 +282,7 @@ if bad then return bad end
 redis.call('HSET', META, 'status', 'failed', 'error', ARGV[4], 'expires_ms', '',
   'updated_ms', now_ms(), 'op', ARGV[5])
 redis.call('ZREM', LEASES, RUN_ID)
+notify(META)
 return {'ok'}
 """
 )
@@ -180,6 +297,7 @@ if bad then return bad end
 local now = now_ms()
 redis.call('HSET', META, 'expires_ms', '', 'updated_ms', now, 'op', ARGV[4])
 redis.call('ZADD', LEASES, now, RUN_ID)
+notify(META)
 return {'ok'}
 """
 )
@@ -188,59 +306,116 @@ RENEW = (
     _PRELUDE
     + """
 -- transitions.renew. ARGV: run_id, epoch, incarnation, token
-if replayed(ARGV[4]) then return {'ok'} end
+-- Answers {'ok', cancel_requested}.
+if replayed(ARGV[4]) then return {'ok', cancel_requested()} end
 local bad = refused(ARGV[2], ARGV[3])
 if bad then return bad end
 local now = now_ms()
 local expires = now + lease_ms(redis.call('HGET', META, 'lease'))
 redis.call('HSET', META, 'expires_ms', expires, 'updated_ms', now, 'op', ARGV[4])
 redis.call('ZADD', LEASES, expires, RUN_ID)
-return {'ok'}
+return {'ok', cancel_requested()}
+"""
+)
+
+CANCEL = (
+    _PRELUDE
+    + """
+-- transitions.cancel. ARGV: run_id, version, error text (transitions.CANCELLED), token
+-- Answers {'ok', record after}, or why not: {'absent'}, {'finished', status},
+-- {'corrupt', what}, {'version', v}.
+if replayed(ARGV[4]) then return {'ok', redis.call('HGETALL', META)} end
+if redis.call('EXISTS', META) == 0 then return {'absent'} end
+local cur = redis.call('HMGET', META, 'status', 'expires_ms', 'epoch', 'v')
+if cur[4] ~= ARGV[2] then return {'version', cur[4] or ''} end
+if cur[1] == 'completed' or cur[1] == 'failed' then return {'finished', cur[1]} end
+if cur[1] ~= 'running' then return {'corrupt', 'status'} end
+local now = now_ms()
+local expires = nil
+if cur[2] ~= '' then
+  expires = tonumber(cur[2])
+  if expires == nil then return {'corrupt', 'lease expiry'} end
+end
+if expires == nil or expires <= now then
+  -- nobody owns it: failed at once, at the next epoch (fencing a late writer)
+  local epoch = tonumber(cur[3])
+  if epoch == nil then return {'corrupt', 'epoch'} end
+  redis.call('HSET', META, 'status', 'failed', 'error', ARGV[3], 'epoch', epoch + 1,
+    'expires_ms', '', 'cancel_requested', 1, 'updated_ms', now, 'op', ARGV[4])
+  redis.call('ZREM', LEASES, RUN_ID)
+  notify(META)
+else
+  -- its owner sees the request at its next save or renewal
+  redis.call('HSET', META, 'cancel_requested', 1, 'updated_ms', now, 'op', ARGV[4])
+end
+return {'ok', redis.call('HGETALL', META)}
 """
 )
 
 CLAIM = (
     _PRELUDE
+    + _TAKE
     + """
 -- transitions.claim. ARGV: run_id, owner, lease (seconds), token, version
--- Answers {'ok', before, record, phases, messages}: 'before' holds the fields
--- the claim changed as they were (field, value, ...), so a run whose progress
--- does not decode can be handed back untouched (UNCLAIM).
+-- Answers as take(); {'again', {}, record, phases, messages} when this very
+-- claim landed and redis-py retried it.
 if replayed(ARGV[4]) then
   return {'again', {}, redis.call('HGETALL', META),
     redis.call('LRANGE', PHASES, 0, -1), redis.call('LRANGE', MSGS, 0, -1)}
 end
-local cur = redis.call('HMGET', META, 'status', 'expires_ms', 'v')
-if cur[1] == 'completed' or cur[1] == 'failed' or redis.call('EXISTS', META) == 0 then
-  return {'none'}
+return take(META, PHASES, MSGS, LEASES, RUN_ID, ARGV[2], ARGV[3], ARGV[4], ARGV[5], now_ms())
+"""
+)
+
+CLAIM_NEXT = (
+    _HELPERS
+    + _TAKE
+    + """
+-- The claim of the oldest claimable run of some kinds (transitions.claim),
+-- walking the lease index in order from a cursor, at most ``budget`` entries.
+-- KEYS: leases, claimed (NamespaceKeys.claimed of this call's token).
+-- ARGV: the namespace's key base, owner, lease (seconds), token, version,
+-- budget, the cursor (score, run id; '' '' for the start), the kinds...
+-- The runs' keys are built from the base (run_keys): same tag, same slot.
+-- Answers {'ok' or 'again', run_id, score, before, record, phases, messages}
+-- (as take(); 'again': this very call landed and redis-py retried it);
+-- {'judge', run_id, score, record} for a run of those kinds whose record
+-- this script cannot judge (the caller quarantines it and calls again from
+-- there); {'more', score, run_id} when the budget ran out; {'none'} when
+-- nothing is claimable. A run of another format version is skipped (left
+-- to the outlast that wrote it), as interrupted() skips it.
+local LEASES, CLAIMED = KEYS[1], KEYS[2]
+local base, owner, lease, token, version = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local budget = tonumber(ARGV[6])
+local taken_before = redis.call('GET', CLAIMED)
+if taken_before then
+  local meta, phases, msgs = run_keys(base, taken_before)
+  if redis.call('HGET', meta, 'op') == token then
+    return {'again', taken_before, '', {}, redis.call('HGETALL', meta),
+      redis.call('LRANGE', phases, 0, -1), redis.call('LRANGE', msgs, 0, -1)}
+  end
 end
-if cur[1] ~= 'running' then return {'corrupt', 'status'} end
-if cur[3] ~= ARGV[5] then return {'version', cur[3] or ''} end
+local wanted = {}
+for i = 9, #ARGV do wanted[ARGV[i]] = true end
 local now = now_ms()
-local crashed = 0
-if cur[2] ~= '' then
-  local expires = tonumber(cur[2])
-  if expires == nil then return {'corrupt', 'lease expiry'} end
-  if expires > now then return {'none'} end
-  crashed = 1  -- expired, never released: its owner died
+local entries = page(LEASES, ARGV[7], ARGV[8], now, budget)
+for i = 1, #entries, 2 do
+  local run_id, score = entries[i], entries[i + 1]
+  local meta, phases, msgs = run_keys(base, run_id)
+  if wanted[redis.call('HGET', meta, 'kind')] then
+    local taken = take(meta, phases, msgs, LEASES, run_id, owner, lease, token, version, now)
+    if taken[1] == 'ok' then
+      redis.call('SET', CLAIMED, run_id, 'PX', 60000)
+      return {'ok', run_id, score, taken[2], taken[3], taken[4], taken[5]}
+    end
+    local other_version = taken[1] == 'version' and tonumber(taken[2]) ~= nil
+    if taken[1] ~= 'none' and not other_version then
+      return {'judge', run_id, score, redis.call('HGETALL', meta)}
+    end
+  end
 end
-local before = {}
-for _, field in ipairs({'epoch', 'attempts', 'crashes', 'owner', 'lease', 'expires_ms',
-    'updated_ms', 'op'}) do
-  local value = redis.call('HGET', META, field)
-  if value then table.insert(before, field); table.insert(before, value) end
-end
-local counts = redis.call('HMGET', META, 'epoch', 'attempts', 'crashes')
-local epoch, attempts = tonumber(counts[1]), tonumber(counts[2])
-local crashes = tonumber(counts[3] or '0')  -- absent reads as 0, as in RunRecord
-if epoch == nil or attempts == nil or crashes == nil then return {'corrupt', 'epoch'} end
-local expires = now + lease_ms(ARGV[3])
-redis.call('HSET', META, 'epoch', epoch + 1, 'attempts', attempts + 1,
-  'crashes', crashes + crashed, 'owner', ARGV[2], 'lease', ARGV[3],
-  'expires_ms', expires, 'updated_ms', now, 'op', ARGV[4])
-redis.call('ZADD', LEASES, expires, RUN_ID)
-return {'ok', before, redis.call('HGETALL', META),
-  redis.call('LRANGE', PHASES, 0, -1), redis.call('LRANGE', MSGS, 0, -1)}
+if #entries < 2 * budget then return {'none'} end
+return {'more', entries[#entries], entries[#entries - 1]}
 """
 )
 
@@ -250,16 +425,33 @@ UNCLAIM = (
 -- Undo a claim whose run does not decode. ARGV: run_id, the claimed epoch,
 -- then the 'before' of CLAIM (field, value, ...). Only while nobody wrote since.
 if redis.call('HGET', META, 'epoch') ~= ARGV[2] then return {'lost'} end
-redis.call('HDEL', META, 'epoch', 'attempts', 'crashes', 'owner', 'lease', 'expires_ms',
-  'updated_ms', 'op')
-redis.call('HSET', META, unpack(ARGV, 3, #ARGV))
+restore(3)
 local since = redis.call('HMGET', META, 'expires_ms', 'updated_ms')
 if since[1] and since[1] ~= '' then
   redis.call('ZADD', LEASES, since[1], RUN_ID)
 else
   redis.call('ZADD', LEASES, since[2], RUN_ID)
 end
+notify(META)
 return {'ok'}
+"""
+)
+
+QUARANTINE_CLAIMED = (
+    _PRELUDE
+    + """
+-- claim_next took a run whose record or progress does not decode: hand the
+-- claim back (as UNCLAIM) and quarantine the run (transitions.quarantine),
+-- in one step. ARGV: run_id, the claimed epoch, reason, then the claim's
+-- 'before' (none for a replayed claim). Answers 1 when quarantined.
+if redis.call('HGET', META, 'epoch') ~= ARGV[2] then return 0 end
+if #ARGV > 3 then restore(4) end
+local epoch = tonumber(redis.call('HGET', META, 'epoch'))
+redis.call('HSET', META, 'status', 'failed', 'error', ARGV[3], 'epoch', epoch + 1,
+  'expires_ms', '', 'updated_ms', now_ms())
+redis.call('ZREM', LEASES, RUN_ID)
+notify(META)
+return 1
 """
 )
 
@@ -283,6 +475,7 @@ if version ~= nil and known and lease and tonumber(cur[4] or '') ~= nil then
   redis.call('HSET', META, 'status', 'failed', 'error', ARGV[2], 'epoch', tonumber(cur[4]) + 1,
     'expires_ms', '', 'updated_ms', now)
   redis.call('ZREM', LEASES, RUN_ID)
+  notify(META)
   return 1
 end
 -- Too damaged to say whether it is interrupted: its lease index entry,
@@ -296,6 +489,7 @@ redis.call('HSET', META, 'v', ARGV[3], 'run_id', RUN_ID, 'namespace', ARGV[4], '
   'lease', 0, 'expires_ms', '', 'created_ms', now, 'updated_ms', now, 'seg', 0,
   'incarnation', '', 'error', ARGV[2])
 redis.call('ZREM', LEASES, RUN_ID)
+notify(META)
 return 1
 """
 )
@@ -331,14 +525,13 @@ return 1
 """
 )
 
-PURGE = """
-if redis.replicate_commands then redis.replicate_commands() end
+PURGE = (
+    _HELPERS
+    + """
 -- Retention (transitions.purgeable) of a batch of runs of one namespace.
 -- KEYS: runs, leases, then meta, phases, msgs, damaged of each run.
 -- ARGV: older_than_ms, then the run ids. Answers how many were deleted.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cutoff = now - tonumber(ARGV[1])
+local cutoff = now_ms() - tonumber(ARGV[1])
 local deleted = 0
 for i = 2, #ARGV do
   local first = 3 + (i - 2) * 4
@@ -356,31 +549,16 @@ for i = 2, #ARGV do
 end
 return deleted
 """
+)
 
-CANDIDATES = """
+CANDIDATES = (
+    _HELPERS
+    + """
 -- The next entries of the lease index whose time has come, in index order
 -- (score, then run id bytes), after the cursor (ARGV: score, run_id; '' for
 -- the start) and at most ARGV[3] of them. KEYS: leases.
 -- Answers {server now in ms, {run_id, score, ...}}.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function not_after(a, b)
-  -- a <= b byte by byte, as Redis orders members (Lua's own < follows the locale)
-  if a == b then return true end
-  for i = 1, math.min(#a, #b) do
-    local x, y = string.byte(a, i), string.byte(b, i)
-    if x ~= y then return x < y end
-  end
-  return #a < #b
-end
-local first = 0
-if ARGV[1] ~= '' then
-  first = redis.call('ZCOUNT', KEYS[1], '-inf', '(' .. ARGV[1])
-  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], ARGV[1])) do
-    if not not_after(member, ARGV[2]) then break end
-    first = first + 1
-  end
-end
-return {now, redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES',
-  'LIMIT', first, tonumber(ARGV[3]))}
+local now = now_ms()
+return {now, page(KEYS[1], ARGV[1], ARGV[2], now, tonumber(ARGV[3]))}
 """
+)

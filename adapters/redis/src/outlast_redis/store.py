@@ -15,6 +15,11 @@ So the indexes never disagree with the runs, whatever runs concurrently and
 wherever a process dies: ``interrupted`` walks the lease index in order and
 ``list`` the run index, reading the runs they name. They only re-check each
 record because it may change between reading the index and reading the run.
+
+``claim_next`` is one script that walks the lease index from its oldest
+claimable entry and claims the first run of the wanted kinds, so concurrent
+workers never take one run twice nor queue behind one; ``wait_for_change``
+listens (pub/sub, notifications.py) for the scripts' announcements.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from outlast.adapter import (
     CorruptCheckpoint,
     ResumeState,
     RunExists,
+    RunFinished,
+    RunNotFound,
     RunPage,
     RunRecord,
     RunStart,
@@ -44,13 +51,18 @@ from outlast_redis.checkpointer import RedisCheckpointer
 from outlast_redis.config import RedisConfig, parse
 from outlast_redis.connection import Client, RedisConnection, new_token
 from outlast_redis.errors import translated
-from outlast_redis.keys import NamespaceKeys, RunKeys
+from outlast_redis.keys import NamespaceKeys, RunKeys, changes_channel
+from outlast_redis.notifications import ChangeListener
 from outlast_redis.records import check_version, decode_record, decode_state, fields_of, text
 
 log = logging.getLogger("outlast.redis")
 
 _BATCH = 100
 """Index entries read per round trip by interrupted, list and purge."""
+
+SCAN_BUDGET = 200
+"""Lease index entries one claim_next script walks at most before it answers
+where it stopped (and claim_next calls it again from there)."""
 
 
 def lease_ms(lease: float) -> int:
@@ -63,6 +75,14 @@ def _reason(exc: CorruptCheckpoint) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _unjudged(reply: Any, run_id: str) -> CorruptCheckpoint:
+    """The error for a script's ``{'version', v}`` or ``{'corrupt', what}`` answer."""
+    if text(reply[0]) == "version":
+        check_version(reply[1] or None, run_id)  # raises UnknownFormat, or says why not
+        return CorruptCheckpoint(run_id, f"the format version {text(reply[1])!r} is not ours")
+    return CorruptCheckpoint(run_id, f"the run's {text(reply[1])} does not parse")
+
+
 class RedisStore:
     """A CheckpointerFactory on Redis; connects on first use."""
 
@@ -70,6 +90,8 @@ class RedisStore:
         self.config = config
         self.connection = RedisConnection(config)
         """The client and scripts, shared with every checkpointer of this store."""
+        self.notifications = ChangeListener(self.connection, changes_channel(config.prefix))
+        """The subscription ``wait_for_change`` listens on (opened on first use)."""
         self.where = config.redacted_url
 
     def __repr__(self) -> str:
@@ -88,6 +110,16 @@ class RedisStore:
         return self.namespace_keys(namespace).run(run_id)
 
     async def begin(self, start: RunStart) -> RedisCheckpointer:
+        keys, incarnation = await self._create(start, "begin")
+        return RedisCheckpointer(
+            self.connection, keys, start.namespace, 1, incarnation, SaveCursor()
+        )
+
+    async def submit(self, start: RunStart) -> None:
+        await self._create(start, "submit")
+
+    async def _create(self, start: RunStart, how: str) -> tuple[RunKeys, str]:
+        """The CREATE script (transitions.begin or .submit): the run's keys and incarnation."""
         keys = self.run_keys(start.namespace, start.run_id)
         incarnation = transitions.new_incarnation()
         args: list[str | int] = [
@@ -99,13 +131,102 @@ class RedisStore:
             start.owner,
             repr(start.lease),
             incarnation,
+            how,
         ]
-        reply = await self.connection.run("begin", keys.all(), args)
+        reply = await self.connection.run("create", keys.all(), args)
         if reply[0] == b"exists":
             raise RunExists(start.run_id, start.namespace)
-        return RedisCheckpointer(
-            self.connection, keys, start.namespace, 1, incarnation, SaveCursor()
+        return keys, incarnation
+
+    async def claim_next(
+        self,
+        kinds: Sequence[str],
+        *,
+        owner: str,
+        lease: float,
+        namespace: str = DEFAULT_NAMESPACE,
+    ) -> Claim | None:
+        """One CLAIM_NEXT script per call, as a rule; more only when it walked
+        its budget of index entries, or met a run it could not judge."""
+        if not kinds:
+            return None
+        index = self.namespace_keys(namespace)
+        self.notifications.looked(index.tag)
+        after: list[bytes | str] = ["", ""]  # (score, run id) of the last entry walked
+        while True:
+            token = new_token()
+            fixed = [index.base, owner, repr(lease), token, codec.FORMAT_VERSION, SCAN_BUDGET]
+            reply = await self.connection.run(
+                "claim_next", [index.leases, index.claimed(token)], [*fixed, *after, *kinds]
+            )
+            outcome = text(reply[0])
+            if outcome == "none":
+                return None
+            if outcome == "more":
+                after = [reply[1], reply[2]]
+                continue
+            run_id = text(reply[1])
+            after = [reply[2], reply[1]]
+            if outcome == "judge":
+                await self._set_aside(namespace, run_id, fields_of(reply[3]))
+                continue
+            before, meta, phases, messages = reply[3:]
+            try:
+                return self._claim_of(namespace, run_id, meta, phases, messages)
+            except CorruptCheckpoint as exc:
+                damage = exc
+            # Its progress does not parse: hand the claim back and quarantine it.
+            keys = index.run(run_id)
+            args = [run_id, fields_of(meta)["epoch"], _reason(damage), *before]
+            if await self.connection.run("quarantine_claimed", keys.all(), args):
+                log.error("quarantined run %r in namespace %r: %s", run_id, namespace, damage)
+
+    async def _set_aside(self, namespace: str, run_id: str, fields: dict[str, bytes]) -> None:
+        """A run claim_next could not judge: quarantined if it does not parse,
+        left alone if it is of a newer format version."""
+        try:
+            decode_record(fields, run_id)
+        except UnknownFormat as exc:
+            log.debug("skipping run %r in claim_next(): %s", run_id, exc.detail)
+        except CorruptCheckpoint as exc:
+            if await self.quarantine(run_id, _reason(exc), namespace):
+                log.error("quarantined run %r in namespace %r: %s", run_id, namespace, exc)
+
+    def _claim_of(
+        self, namespace: str, run_id: str, meta: Any, phases: Any, messages: Any
+    ) -> Claim:
+        """The Claim of what a claim script answered; CorruptCheckpoint when
+        the record or the progress does not decode."""
+        fields = fields_of(meta)
+        record = decode_record(fields, run_id)
+        state = decode_state(fields, phases, messages, run_id)
+        keys = self.run_keys(namespace, run_id)
+        cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
+        checkpointer = RedisCheckpointer(
+            self.connection, keys, namespace, record.epoch, record.incarnation, cursor
         )
+        return Claim(checkpointer, ResumeState(state.history, state.phases), record)
+
+    async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        keys = self.run_keys(namespace, run_id)
+        args = [run_id, codec.FORMAT_VERSION, transitions.CANCELLED, new_token()]
+        reply = await self.connection.run("cancel", keys.all(), args)
+        outcome = text(reply[0])
+        if outcome == "absent":
+            raise RunNotFound(run_id, namespace)
+        if outcome == "finished":
+            raise RunFinished(run_id, namespace, text(reply[1]))
+        if outcome != "ok":
+            raise _unjudged(reply, run_id)
+        return decode_record(fields_of(reply[1]), run_id)
+
+    async def wait_for_change(self, namespace: str, timeout: float) -> bool:
+        """True when a script announced that a run of ``namespace`` became
+        claimable or finished (also since this task's last ``claim_next`` or
+        ``load`` of it); False after ``timeout`` seconds (see
+        notifications.py). Never raises for a broken subscription: waits
+        are polls until it is back."""
+        return await self.notifications.wait(self.namespace_keys(namespace).tag, timeout)
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
@@ -180,25 +301,16 @@ class RedisStore:
         outcome = text(reply[0])
         if outcome == "none":
             return None
-        if outcome == "version":
-            check_version(reply[1] or None, run_id)
-            raise CorruptCheckpoint(run_id, f"the format version {text(reply[1])!r} is not ours")
-        if outcome == "corrupt":
-            raise CorruptCheckpoint(run_id, f"the run's {text(reply[1])} does not parse")
+        if outcome in ("version", "corrupt"):
+            raise _unjudged(reply, run_id)
         before, meta, phases, messages = reply[1:]
-        fields = fields_of(meta)
         try:
-            record = decode_record(fields, run_id)
-            state = decode_state(fields, phases, messages, run_id)
+            return self._claim_of(namespace, run_id, meta, phases, messages)
         except CorruptCheckpoint:
             if outcome == "ok":  # not a replayed claim: hand the run back untouched
-                await self.connection.run("unclaim", keys.all(), [run_id, fields["epoch"], *before])
+                args = [run_id, fields_of(meta)["epoch"], *before]
+                await self.connection.run("unclaim", keys.all(), args)
             raise
-        cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
-        checkpointer = RedisCheckpointer(
-            self.connection, keys, namespace, record.epoch, record.incarnation, cursor
-        )
-        return Claim(checkpointer, ResumeState(state.history, state.phases), record)
 
     async def quarantine(
         self, run_id: str, reason: str, namespace: str = DEFAULT_NAMESPACE
@@ -208,6 +320,7 @@ class RedisStore:
         return bool(await self.connection.run("quarantine", keys.all(), args))
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
+        self.notifications.looked(self.namespace_keys(namespace).tag)
         keys = self.run_keys(namespace, run_id)
         meta, phases, messages = await self.connection.run("load", keys.all(), [run_id])
         fields = fields_of(meta)
@@ -270,6 +383,7 @@ class RedisStore:
 
     async def close(self) -> None:
         """Close the connections; the store is unusable afterwards."""
+        await self.notifications.close()
         await self.connection.close()
 
 
