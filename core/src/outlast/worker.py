@@ -24,7 +24,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from outlast.attempt import TRANSIENT
 from outlast.claimed import Ended, Outcome, continue_claimed
@@ -78,6 +78,9 @@ async def serve(
         if not await _acquire(slots, stopping):
             break
         started = time.monotonic()
+        # Listen before looking: a change announced while claim_next finds
+        # nothing then wakes the wait below instead of being missed.
+        change = _listen(store, executor.namespace, poll_interval * _jitter())
         try:
             claim = await store.claim_next(
                 executor.kinds,
@@ -86,6 +89,7 @@ async def serve(
                 namespace=executor.namespace,
             )
         except _UNREACHABLE as exc:
+            await _dismiss(change)
             slots.release()
             log.warning(
                 "outlast worker: cannot claim from the store (%s: %s); waiting %.1fs for it",
@@ -99,8 +103,9 @@ async def serve(
         backoff = FIRST_BACKOFF
         if claim is None:
             slots.release()
-            await _idle(store, executor.namespace, stopping, poll_interval)
+            await _idle(change, stopping)
             continue
+        await _dismiss(change)
         stats.claimed += 1
         task = asyncio.create_task(_run(executor, claim, started, stats))
         running.add(task)
@@ -147,19 +152,24 @@ async def _acquire(slots: asyncio.Semaphore, stopping: asyncio.Event) -> bool:
     return False
 
 
-async def _idle(
-    store: CheckpointerFactory, namespace: str, stopping: asyncio.Event, poll_interval: float
-) -> None:
-    """Wait for a change in the namespace, at most a jittered poll interval."""
-    timeout = poll_interval * _jitter()
-    if not isinstance(store, ChangeNotifier):
-        await _wait(stopping, timeout)
-        return
-    change = asyncio.ensure_future(store.wait_for_change(namespace, timeout))
-    stop = asyncio.ensure_future(stopping.wait())
-    await asyncio.wait({change, stop}, return_when=asyncio.FIRST_COMPLETED)
-    for pending in (change, stop):
-        pending.cancel()
+def _listen(store: CheckpointerFactory, namespace: str, timeout: float) -> asyncio.Future[Any]:
+    """Start waiting for a change of ``namespace`` (at most ``timeout`` seconds):
+    the store's notification, or a plain timer for a store without one."""
+    if isinstance(store, ChangeNotifier):
+        return asyncio.ensure_future(store.wait_for_change(namespace, timeout))
+    return asyncio.ensure_future(asyncio.sleep(timeout))
+
+
+async def _idle(change: asyncio.Future[Any], stopping: asyncio.Event) -> None:
+    """Wait for ``change`` (or the worker stopping), nothing being claimable."""
+    stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
+    await asyncio.wait([change, stop], return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    await _dismiss(change)
+
+
+async def _dismiss(change: asyncio.Future[Any]) -> None:
+    change.cancel()
     with contextlib.suppress(BaseException):
         await change  # a store error here is the next claim's to report
 

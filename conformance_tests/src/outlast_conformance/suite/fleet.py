@@ -186,6 +186,22 @@ class FleetStoreTests(StoreFixtures):
             await factory.load("a-broken", namespace)  # kept for forensics
 
     @pytest.mark.asyncio
+    async def test_claim_next_skips_a_run_whose_record_is_damaged(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """The oldest claimable run's record is damaged: claim_next does not
+        raise, never hands it out (it is quarantined) and claims the next."""
+        broken = await factory.begin(start(namespace, run_id="a-broken", kind="a"))
+        await broken.release()
+        await self.corrupt_record(factory, broken.run_id, namespace)
+        healthy = await factory.begin(start(namespace, run_id="b-healthy", kind="a"))
+        await healthy.release()
+        claim = await factory.claim_next(["a"], owner="w", lease=3600, namespace=namespace)
+        assert claim is not None and claim.record.run_id == "b-healthy"
+        assert await factory.claim_next(["a"], owner="w", lease=3600, namespace=namespace) is None
+        assert await factory.claim("a-broken", owner="w", lease=30, namespace=namespace) is None
+
+    @pytest.mark.asyncio
     async def test_cancel_of_a_run_nobody_owns_fails_it_at_once(
         self, factory: CheckpointerFactory, namespace: str
     ) -> None:
