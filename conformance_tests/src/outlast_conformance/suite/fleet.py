@@ -228,6 +228,36 @@ class FleetStoreTests(StoreFixtures):
         assert kept.state.history == conversation(2)
 
     @pytest.mark.asyncio
+    async def test_concurrent_cancels_fail_a_queued_run_once(
+        self, factory: CheckpointerFactory, namespace: str, reopened: Reopen
+    ) -> None:
+        """N cancels of one queued run at once (separate factories when the
+        store is durable): exactly one fails it, the others raise
+        RunFinished, and the record is failed once (epoch 1)."""
+        n = self.capabilities.concurrency
+        queued = start(namespace)
+        await factory.submit(queued)
+        workers = (
+            [await reopened() for _ in range(n)] if self.capabilities.durable else [factory] * n
+        )
+        outcomes = await asyncio.gather(
+            *(worker.cancel(queued.run_id, namespace) for worker in workers),
+            return_exceptions=True,
+        )
+        failed = [o for o in outcomes if not isinstance(o, BaseException)]
+        others = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(failed) == 1, (
+            f"{len(failed)} of {n} concurrent cancels failed the run; exactly one must"
+        )
+        assert all(isinstance(e, RunFinished) for e in others), others
+        record = (await must_load(factory, queued.run_id, namespace)).record
+        assert (record.status, record.epoch, record.error) == (
+            RunStatus.FAILED,
+            1,
+            transitions.CANCELLED,
+        )
+
+    @pytest.mark.asyncio
     async def test_cancel_of_an_owned_run_asks_its_owner(
         self, factory: CheckpointerFactory, namespace: str
     ) -> None:
