@@ -829,3 +829,46 @@ async def test_shutdown_during_begin_releases_the_run(store: CheckpointerFactory
         await executor.run("k", run_id="r1")
     assert model.calls == 0
     assert [r.run_id for r in await store.interrupted()] == ["r1"]
+
+
+async def test_the_heartbeat_ends_with_its_attempt_even_if_a_renewal_swallows_the_cancel(
+    store: CheckpointerFactory,
+) -> None:
+    """A driver may swallow the heartbeat's cancellation (asyncio.wait_for on
+    Python 3.11 drops one that lands as a send completes). The heartbeat must
+    still end with the attempt: else, with complete failing, it would renew a
+    run nobody runs forever and no worker could recover it."""
+    from outlast.attempt import RunAttempt
+
+    cp = await store.begin(RunStart("r1", "k", None, owner="me", lease=1.0))
+    real_renew, in_renew, swallowed = cp.renew, asyncio.Event(), []
+
+    async def renew() -> bool:
+        in_renew.set()
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            if swallowed:
+                raise
+            swallowed.append(True)  # once, as the driver does
+        return await real_renew()
+
+    async def complete(result: JSON) -> None:
+        raise StoreUnavailable("the store restarted just now")
+
+    cp.renew = renew  # type: ignore[method-assign]
+    cp.complete = complete  # type: ignore[method-assign]
+    attempt = RunAttempt(cp, lease=1.0, renew_interval=0.01)
+
+    async def body() -> tuple[JSON, list[Message], tuple[PhaseOutput, ...]]:
+        await in_renew.wait()  # end the run while a renewal is in flight
+        return "out", [], ()
+
+    await attempt.run(body())
+    assert swallowed == [True]
+    beating = [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "") == "RunAttempt._heartbeat"
+    ]
+    assert beating == []

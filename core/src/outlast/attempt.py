@@ -76,8 +76,8 @@ class RunAttempt:
     """Runs one body on one checkpointer (None: not durable) and finalizes it.
 
     ``lease`` is the lease length: a failing save is retried while the lease
-    the last successful write bought lasts. ``renew_interval`` paces the
-    heartbeat.
+    the last successful renewal (or the begin or claim) bought lasts.
+    ``renew_interval`` paces the heartbeat.
     """
 
     def __init__(
@@ -93,6 +93,7 @@ class RunAttempt:
         self.renew_interval = renew_interval
         self.stop: Stop | None = None
         self._stopping = asyncio.Event()
+        self._beating = True
         self._body: asyncio.Task[Output] | None = None
         self._owned_until = time.monotonic() + lease
 
@@ -127,12 +128,25 @@ class RunAttempt:
             error = exc
         finally:
             if heartbeat is not None:
-                heartbeat.cancel()
+                await self._stop_heartbeat(heartbeat)
         done = error is None and (
             self.stop is None or self.stop.reason is not StopReason.LEASE_LOST
         )
         await uninterrupted(self._finalize(output[0] if output and done else None, done, error))
         return self._outcome(output, done, error)
+
+    async def _stop_heartbeat(self, heartbeat: asyncio.Task[None]) -> None:
+        """Stop the heartbeat for good before the record is finalized.
+
+        A flag, then a cancel, then a wait for its end: a cancel alone can be
+        swallowed by a driver (asyncio.wait_for on Python 3.11 drops one that
+        lands as a send completes), and a heartbeat that outlives its attempt
+        would renew a run nobody runs forever, so nobody could recover it.
+        """
+        self._beating = False
+        heartbeat.cancel()
+        with contextlib.suppress(BaseException):
+            await uninterrupted(asyncio.wait({heartbeat}))
 
     async def _wound_down(self, cancelled: asyncio.CancelledError) -> BaseException:
         """After a cancellation: wait for the body to stop (its save in flight
@@ -218,7 +232,8 @@ class RunAttempt:
                 self.request_stop(StopReason.STORE_DOWN, exc)
                 raise
             else:
-                self._owned_until = time.monotonic() + self.lease
+                # A save does not extend the lease (only a renewal does): the
+                # retry budget stays the lease the last renewal bought.
                 if cancel_requested:  # the step is saved; the run stops here
                     self.request_stop(StopReason.CANCEL_REQUESTED)
                 return
@@ -226,8 +241,10 @@ class RunAttempt:
     async def _heartbeat(self) -> None:
         cp = self.checkpointer
         assert cp is not None
-        while True:
+        while self._beating:
             await asyncio.sleep(self.renew_interval)
+            if not self._beating:
+                return
             try:
                 cancel_requested = await cp.renew()
             except LeaseLost as exc:
