@@ -241,9 +241,9 @@ class RunAttempt:
     async def _heartbeat(self) -> None:
         cp = self.checkpointer
         assert cp is not None
-        while self._beating:
+        while True:
             await asyncio.sleep(self.renew_interval)
-            if not self._beating:
+            if not self._beating:  # the attempt ended (its cancel may have been swallowed)
                 return
             try:
                 cancel_requested = await cp.renew()
