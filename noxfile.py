@@ -3,6 +3,7 @@
     nox -s demo        # the README's first command, in a scratch directory
     nox -s tests       # every package's tests and the conformance suite, all backends
     nox -s lint typecheck
+    nox -s chaos       # the crash suite: worker fleets killed, servers restarted (chaos/)
     nox -s core conformance postgres redis s3 jsondir   # one package at a time
 
 Service URLs come from OUTLAST_TEST_POSTGRES_URL / OUTLAST_TEST_REDIS_URL;
@@ -80,6 +81,23 @@ for _name, _dirs in TEST_DIRS.items():
 
 
 @nox.session
+def chaos(session: nox.Session) -> None:
+    """The crash suite: worker fleets killed, stopped and cut off from their store.
+
+    chaos/README.md: fleets of `outlast worker` processes on SQLite, PostgreSQL,
+    Redis and S3 (moto) are killed with kill -9 and SIGTERM under load, and
+    throwaway PostgreSQL and Redis servers are restarted under load; every run
+    must complete once with an uninterrupted run's output, no finished step may
+    run twice, no superseded worker may act. Strict: a store that cannot be
+    reached fails. Arguments go to `python -m chaos`, e.g.
+    `nox -s chaos -- sqlite --runs 100 --seed 7`.
+    """
+    install(session, CORE, *ADAPTERS.values())
+    session.run("python", "-m", "pytest", "chaos/tests", "-q")
+    session.run("python", "-m", "chaos", *session.posargs)
+
+
+@nox.session
 def standalone_conformance(session: nox.Session) -> None:
     """The conformance plugin from a directory outside the repo after a plain pip install."""
     session.run("bash", "conformance_tests/standalone_check.sh", external=True)
@@ -104,4 +122,5 @@ def typecheck(session: nox.Session) -> None:
         "conformance_tests/src",
         *[f"{path}/src" for path in ADAPTERS.values()],
         "examples/jsondir/src",
+        "chaos",
     )
