@@ -117,3 +117,11 @@ async def test_a_bad_retention_is_a_configuration_error(bad: str) -> None:
 )
 async def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+async def test_a_workers_claims_apply_retention_too() -> None:
+    """A fleet's workers only call claim_next: retention purges there as well."""
+    store = outlast.open("memory://", retention="0s")
+    await seed(store)
+    assert await store.claim_next(["k"], owner="w", lease=30) is None  # "running" is live
+    assert await ids(store) == ["running"]

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 class Outcome(enum.StrEnum):
     """How a claimed run ended, as recovery and workers report it."""
 
-    COMPLETED = "recovered"
+    COMPLETED = "completed"
     FAILED = "failed"
     RELEASED = "released"
     LEFT = "left"

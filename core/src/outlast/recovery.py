@@ -81,7 +81,8 @@ async def recover(
             assert ended.error is not None
             report.errors[run_id] = ended.error
         if progress is not None:
-            progress(claim.record, ended.outcome.value)
+            done = ended.outcome is Outcome.COMPLETED
+            progress(claim.record, "recovered" if done else ended.outcome.value)
     for record in await store.interrupted(executor.namespace, limit):
         if record.kind not in executor.registry:
             report.skipped[record.run_id] = f"kind {record.kind!r} is not registered here"

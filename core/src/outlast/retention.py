@@ -5,9 +5,10 @@ keyword ``outlast.open(url, retention="7d")``; a number is seconds).
 :func:`outlast.open` takes it out of the URL and the keywords before the
 backend's ``outlast_open`` hook sees them (the backend never learns of it),
 and the :class:`~outlast.store.Store` it returns applies it: whenever a
-namespace's recovery work list is read (``interrupted``), completed and failed
-runs of that namespace older than the retention are purged, at most once per
-tenth of the retention (and at most once a minute) per namespace.
+namespace's work is looked for (``interrupted``, or a worker's
+``claim_next``), completed and failed runs of that namespace older than the
+retention are purged, at most once per tenth of the retention (and at most
+once a minute) per namespace.
 ``outlast gc`` purges on demand. Running runs are never purged.
 """
 

@@ -93,6 +93,8 @@ class Store:
             return None  # a worker that knows no kind claims nothing
         ids.check_owner(owner)
         ids.check_namespace(namespace)
+        if self._retention is not None:  # a fleet's workers only ever claim_next
+            await self._retention.purge(backend, namespace)
         return await backend.claim_next(
             chosen, owner=owner, lease=ids.check_lease(lease), namespace=namespace
         )
