@@ -98,6 +98,21 @@ def chaos(session: nox.Session) -> None:
 
 
 @nox.session
+def fleet(session: nox.Session) -> None:
+    """The fleet bench (bench/README.md; a developer's, not CI's): 10,000 one-step
+    runs through 8 `outlast worker` processes on PostgreSQL, Redis and SQLite, and
+    the same workload on a DBOS queue on the same PostgreSQL server (DBOS is
+    installed here only). Needs the services of OUTLAST_TEST_POSTGRES_URL /
+    OUTLAST_TEST_REDIS_URL; it creates and drops its own databases and key prefix.
+    Arguments go to bench/fleet.py, e.g. `nox -s fleet -- postgres dbos --runs 2000`.
+    """
+    session.install("dbos>=3,<4")
+    for package in (CORE, ADAPTERS["postgres"], ADAPTERS["redis"]):
+        session.install("-e", package)
+    session.run("python", "bench/fleet.py", *session.posargs)
+
+
+@nox.session
 def standalone_conformance(session: nox.Session) -> None:
     """The conformance plugin from a directory outside the repo after a plain pip install."""
     session.run("bash", "conformance_tests/standalone_check.sh", external=True)
