@@ -1,8 +1,9 @@
 """The executor: runs registered agents durably, recovers interrupted runs.
 
-A small facade. One attempt at a run (body, heartbeat, durable saves,
-finalize) is :mod:`outlast.attempt`; what running an existing run id means
-is :mod:`outlast.idempotency`; continuing a claimed run is
+A small facade. Beginning a fresh run's record is :mod:`outlast.beginning`;
+one attempt at a run (body, heartbeat, durable saves, finalize) is
+:mod:`outlast.attempt`; what running an existing run id means is
+:mod:`outlast.idempotency`; continuing a claimed run is
 :mod:`outlast.claimed`, done once by :mod:`outlast.recovery` and
 continuously by :mod:`outlast.worker`; submitting, waiting for and
 cancelling runs of a fleet is :mod:`outlast.submission`; the run kinds are
@@ -38,14 +39,11 @@ import socket
 import uuid
 from collections.abc import Iterator
 
-from outlast import ids, submission, worker
-from outlast.attempt import TRANSIENT, RunAttempt, Stop, StopReason, finish, uninterrupted
+from outlast import beginning, ids, submission, worker
+from outlast.attempt import RunAttempt, Stop, StopReason, finish, uninterrupted
 from outlast.bodies import run_body
-from outlast.errors import ConfigurationError, RunExists, Shutdown
-from outlast.events import EventKind
-from outlast.idempotency import existing_run
+from outlast.errors import ConfigurationError, Shutdown
 from outlast.messages import JSON
-from outlast.observing import observed
 from outlast.ports import (
     DEFAULT_NAMESPACE,
     Checkpointer,
@@ -63,9 +61,6 @@ from outlast.worker import WorkerStats
 log = logging.getLogger("outlast.executor")
 
 _SHUTDOWN = Stop(StopReason.SHUTDOWN)
-
-_BEGIN_TRIES = 3
-"""Begins of a run id that exists but vanishes before it can be read (deleted meanwhile)."""
 
 
 def default_owner() -> str:
@@ -184,7 +179,8 @@ class Executor:
         if checkpointer is None:
             self.registry.require(kind)
             run_id = uuid.uuid4().hex if run_id is None else ids.check_run_id(run_id)
-            begun = await self._begin_shielded(kind, input, run_id)
+            start = RunStart(run_id, kind, input, self.namespace, self.owner, self.lease)
+            begun = await beginning.begin_shielded(self.store, start, self.strict)
             if isinstance(begun, RunResult):
                 return begun
             cp = begun
@@ -214,48 +210,6 @@ class Executor:
             resumed=checkpointer is not None,
             skipped_phases=len(resume.completed_phases) if resume else 0,
         )
-
-    async def _begin_shielded(
-        self, kind: str, input: JSON, run_id: str
-    ) -> Checkpointer | RunResult | None:
-        """Begin, and if the caller cancels meanwhile, still fail the begun record."""
-        begun = asyncio.ensure_future(self._begin(kind, input, run_id))
-        try:
-            return await asyncio.shield(begun)
-        except asyncio.CancelledError:
-            with contextlib.suppress(BaseException):
-                await uninterrupted(asyncio.wait({begun}))
-            if not begun.cancelled() and begun.exception() is None:
-                cp = begun.result()
-                if isinstance(cp, Checkpointer):
-                    await uninterrupted(finish(cp, None, False, None, None))
-            raise
-
-    async def _begin(self, kind: str, input: JSON, run_id: str) -> Checkpointer | RunResult | None:
-        if self.store is None:
-            return None
-        start = RunStart(run_id, kind, input, self.namespace, self.owner, self.lease)
-        for _ in range(_BEGIN_TRIES):
-            try:
-                return await observed(
-                    EventKind.BEGIN, run_id, self.namespace, 1, self.store.begin(start)
-                )
-            except RunExists:
-                outcome = await existing_run(self.store, start)
-                if outcome is not None:
-                    return outcome
-            except TRANSIENT as exc:
-                if self.strict:
-                    raise
-                log.warning(
-                    "outlast: begin of run %s failed (%s: %s); the store cannot be reached, so "
-                    "the run continues WITHOUT durability",
-                    run_id,
-                    type(exc).__name__,
-                    exc,
-                )
-                return None
-        raise RunExists(run_id, self.namespace, "it keeps being deleted and begun again")
 
     # -- a fleet ------------------------------------------------------------------
 
