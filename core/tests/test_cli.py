@@ -70,10 +70,11 @@ def test_runs_list_and_show(url: str) -> None:
     assert "epoch:             1" in shown.output
     assert "attempts:          1" in shown.output
     assert "completed phases:  a" in shown.output
-    assert "transcript:        2 messages" in shown.output
+    assert "transcript:        2 messages since the last completed phase" in shown.output
 
 
 def test_show_of_a_missing_run_is_an_error(url: str) -> None:
+    seed(url)
     result = CliRunner().invoke(main, ["runs", "show", "nope", "--url", url])
     assert result.exit_code == 1
     assert "no run 'nope'" in result.output
@@ -128,7 +129,11 @@ def test_recover_claims_and_finishes_interrupted_runs_of_an_app(url: str, tmp_pa
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert "half: recovered" in result.stdout
+    # As the demo says it: the phases it skipped, the messages it restored, the epoch.
+    assert (
+        "half: recovered (epoch 2): skipped 1 finished phase (a); restored 2 saved messages"
+        in result.stdout
+    )
     assert "recovered 1, failed 0" in result.stdout
     shown = CliRunner().invoke(main, ["runs", "show", "half", "--url", url])
     assert "status:            completed" in shown.output

@@ -766,3 +766,111 @@ async def test_a_schema_1_file_is_upgraded_and_its_runs_recover(db_path: Path) -
         assert query(db_path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     finally:
         await store.close()
+
+
+# --- durability: the synchronous option -----------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("query_string", "options", "pragma"),
+    [
+        ("", {}, 1),  # the default: NORMAL, a save survives kill -9
+        ("synchronous=full", {}, 2),  # FULL: a save survives a power cut too
+        ("synchronous=FULL", {}, 2),
+        ("", {"synchronous": "full"}, 2),
+        ("synchronous=full", {"synchronous": "normal"}, 1),  # the keyword wins
+    ],
+)
+async def test_synchronous_option_sets_what_a_commit_survives(
+    db_path: Path, query_string: str, options: dict[str, Any], pragma: int
+) -> None:
+    store = outlast.open(url_of(db_path, query_string), **options)
+    try:
+        checkpointer = await store.begin(start())
+        await checkpointer.save(CheckpointState(chat(2)))
+        await checkpointer.complete("done")
+        backend = store.backend
+        assert isinstance(backend, SqliteStore)
+        setting = await backend.file.call(
+            lambda conn: int(conn.execute("PRAGMA synchronous").fetchone()[0])
+        )
+        assert setting == pragma
+        assert query(db_path, "PRAGMA journal_mode") == [("wal",)]
+    finally:
+        await store.close()
+    reopened = outlast.open(url_of(db_path))
+    try:
+        stored = await reopened.load("run-1")
+        assert stored is not None and stored.record.result == "done"
+    finally:
+        await reopened.close()
+
+
+@pytest.mark.parametrize("value", ["off", "extra", "", "1"])
+def test_an_unknown_synchronous_mode_names_the_choices(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"synchronous must be normal .* or full"):
+        open_sqlite(url_of(tmp_path / "runs.db", f"synchronous={value}"), {})
+    with pytest.raises(ConfigurationError, match="synchronous must be"):
+        SqliteStore(tmp_path / "runs.db", synchronous=value)
+
+
+# --- create=false: only an existing database -----------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_create_false_makes_nothing_for_a_missing_path(tmp_path: Path) -> None:
+    missing = tmp_path / "typo" / "runs.db"
+    store = outlast.open(url_of(missing, "create=false"))
+    try:
+        with pytest.raises(StoreUnavailable, match="no SQLite database at") as info:
+            await store.list()
+        assert str(missing) in str(info.value)
+    finally:
+        await store.close()
+    assert not (tmp_path / "typo").exists()
+
+
+@pytest.fixture
+def empty_file(db_path: Path) -> Path:
+    db_path.touch()
+    return db_path
+
+
+@pytest.mark.asyncio
+async def test_create_false_makes_no_schema_in_an_empty_file(empty_file: Path) -> None:
+    store = open_sqlite(url_of(empty_file), {"create": False})
+    try:
+        with pytest.raises(StoreUnavailable, match="holds no outlast schema"):
+            await store.load("run-1")
+    finally:
+        await store.close()
+    assert query(empty_file, "SELECT COUNT(*) FROM sqlite_master") == [(0,)]
+
+
+@pytest.mark.asyncio
+async def test_create_false_uses_an_existing_database(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    await sqlite_store.begin(start())
+    existing = open_sqlite(url_of(db_path, "create=false"), {})
+    try:
+        assert [r.run_id for r in (await existing.list()).records] == ["run-1"]
+        assert (await existing.cancel("run-1")).cancel_requested
+    finally:
+        await existing.close()
+
+
+@pytest.mark.parametrize("value", ["maybe", ""])
+def test_create_must_be_true_or_false(tmp_path: Path, value: str) -> None:
+    with pytest.raises(ConfigurationError, match="create must be true or false"):
+        open_sqlite(url_of(tmp_path / "runs.db", f"create={value}"), {})
+
+
+@pytest.mark.asyncio
+async def test_namespaces_counts_the_runs_of_each(sqlite_store: SqliteStore) -> None:
+    assert await sqlite_store.namespaces() == {}
+    await sqlite_store.begin(start("a", namespace="reports"))
+    await sqlite_store.begin(start("b", namespace="reports"))
+    await sqlite_store.begin(start("c"))
+    assert await sqlite_store.namespaces() == {"default": 1, "reports": 2}

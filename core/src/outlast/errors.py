@@ -45,21 +45,35 @@ class ConfigurationError(OutlastError):
 
 
 class UnknownBackend(ConfigurationError):
-    """No installed backend serves the URL's scheme."""
+    """No installed backend serves the URL's scheme.
 
-    def __init__(self, scheme: str, installed: Sequence[str], package: str | None) -> None:
+    ``suggestion`` is the installed or known scheme closest to a typo
+    (``postgress`` -> ``postgres``), or None.
+    """
+
+    def __init__(
+        self,
+        scheme: str,
+        installed: Sequence[str],
+        package: str | None,
+        *,
+        suggestion: str | None = None,
+    ) -> None:
         self.scheme = scheme
         self.installed = tuple(installed)
         self.package = package
+        self.suggestion = suggestion
         listing = ", ".join(self.installed) or "none"
-        hint = (
-            f"install it with `pip install {package}`"
-            if package
-            else "install the package that provides it"
-        )
+        typo = f" (did you mean {suggestion!r}?)" if suggestion else ""
+        if package:
+            hint = f"install it with `pip install {package}` "
+        elif suggestion:
+            hint = ""  # a typo: installing something is not the fix
+        else:
+            hint = "install the package that provides it "
         super().__init__(
-            f"no installed outlast backend serves the URL scheme {scheme!r}; "
-            f"installed schemes: {listing}; {hint} "
+            f"no installed outlast backend serves the URL scheme {scheme!r}{typo}; "
+            f"installed schemes: {listing}; {hint}"
             "(`outlast backends` lists what is installed)"
         )
 

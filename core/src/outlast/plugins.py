@@ -8,6 +8,7 @@ WARNING log) and the host keeps working with the others.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib.metadata
 import logging
@@ -112,15 +113,25 @@ def open(url: str | None = None, **options: Any) -> Store:
         url=url, options=options
     )
     if factory is None:
-        installed = sorted({s for info in backends() for s in info.schemes})
         broken = [b for b in broken_plugins() if KNOWN_PACKAGES.get(scheme, "").endswith(b.name)]
         if broken:
             raise ConfigurationError(
                 f"the backend for {scheme!r} is installed but broken: {broken[0].error}"
             )
-        raise UnknownBackend(scheme, installed, KNOWN_PACKAGES.get(scheme))
+        raise unknown_backend(scheme)
     schedule = None if retention is None else RetentionSchedule(retention)
     return Store(factory, retention=schedule)
+
+
+def unknown_backend(scheme: str) -> UnknownBackend:
+    """The error for a scheme no installed backend serves: the installed
+    schemes, the package to install, and the closest scheme to a typo."""
+    installed = sorted({s for info in backends() for s in info.schemes})
+    known = sorted({*installed, *KNOWN_PACKAGES})
+    close = difflib.get_close_matches(scheme, [s for s in known if s != scheme], n=1, cutoff=0.75)
+    return UnknownBackend(
+        scheme, installed, KNOWN_PACKAGES.get(scheme), suggestion=close[0] if close else None
+    )
 
 
 def emit(event: Any) -> None:

@@ -4,13 +4,32 @@ URLs
     ``sqlite:///relative/path.db`` is relative to the working directory at the
     moment the store is opened; ``sqlite:////absolute/path.db`` is absolute.
     outlast's default URL is ``sqlite:///./.outlast/runs.db``. The file and its
-    directory are created on first use (opening a store touches nothing).
+    directory are created on first use (opening a store touches nothing),
+    unless ``create`` is false.
 
 Options (URL query ``?busy_timeout=30`` or keyword ``outlast.open(url, busy_timeout=30)``)
     ``busy_timeout``: seconds a statement waits for another connection's write
     lock before giving up with :class:`~outlast.errors.StoreUnavailable`
-    (default 5). There is no retention option: terminal runs are removed by
-    ``purge`` (``outlast gc``).
+    (default 5). ``create``: ``false`` uses only an outlast database that
+    exists, making no folder, file or schema; first use raises
+    :class:`~outlast.errors.StoreUnavailable` when there is none (default
+    ``true``; the CLI's commands on existing runs open with ``false``, so a
+    mistyped path is reported instead of created). ``synchronous``: ``normal``
+    (default) or ``full``, see *Durability*. There is no retention option:
+    terminal runs are removed by ``purge`` (``outlast gc``).
+
+Durability
+    The file is in WAL mode. With ``synchronous=normal`` (the default) every
+    committed write — each save, claim, completion — survives a crash of the
+    process that made it (``kill -9``, an OOM kill), which is the failure
+    outlast recovers runs from. An OS crash or a power cut may roll back the
+    most recent commits (those since SQLite last synced its log to disk): a
+    run then continues from an earlier save and repeats the steps after it,
+    and a run begun or finished just before may be gone or running again. It
+    never corrupts the file. ``?synchronous=full`` (or
+    ``outlast.open(url, synchronous="full")``) makes every commit survive
+    those too, at the cost of one fsync per write: choose it when a repeated
+    step costs more than a slower save.
 
 Concurrency
     Any number of stores, in any number of processes on one machine, may share
@@ -42,22 +61,20 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from outlast import codec, transitions
-from outlast.delta import Delta, SaveCursor
+from outlast.delta import SaveCursor
 from outlast.errors import (
     ConfigurationError,
     CorruptCheckpoint,
-    LeaseLost,
     RunExists,
     UnknownFormat,
 )
-from outlast.messages import JSON
 from outlast.ports import (
     DEFAULT_NAMESPACE,
     CheckpointState,
@@ -69,6 +86,7 @@ from outlast.ports import (
     RunStatus,
     StoredRun,
 )
+from outlast.stores.sqlite_checkpointer import SqliteCheckpointer
 from outlast.stores.sqlite_file import SqliteFile
 from outlast.stores.sqlite_schema import (
     COLUMNS,
@@ -77,6 +95,7 @@ from outlast.stores.sqlite_schema import (
     read_transaction,
     record_of,
     sort_out,
+    synchronous_mode,
     write_transaction,
 )
 from outlast.urls import merge_options, redact
@@ -84,11 +103,8 @@ from outlast.urls import merge_options, redact
 log = logging.getLogger("outlast.stores.sqlite")
 
 DEFAULT_BUSY_TIMEOUT = 5.0
-OPTIONS = frozenset({"busy_timeout"})
+OPTIONS = frozenset({"busy_timeout", "create", "synchronous"})
 
-_RUNNING = RunStatus.RUNNING.value
-# Appended to every checkpointer UPDATE: transitions.owned, in SQL.
-_OWNED = " WHERE namespace = ? AND run_id = ? AND incarnation = ? AND epoch = ? AND status = ?"
 # A running run whose lease was released (NULL) or expired: transitions.is_interrupted.
 _INTERRUPTED = "status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?)"
 
@@ -97,7 +113,11 @@ def open_sqlite(url: str, options: Mapping[str, Any]) -> SqliteStore:
     """The store a ``sqlite://`` URL names; ConfigurationError when it is wrong."""
     merged = merge_options(url, options, known=set(OPTIONS))
     busy_timeout = _seconds(merged.get("busy_timeout", DEFAULT_BUSY_TIMEOUT), "busy_timeout")
-    return SqliteStore(path_of(url), busy_timeout=busy_timeout)
+    create = _flag(merged.get("create", True), "create")
+    synchronous = synchronous_mode(merged.get("synchronous", "normal"))
+    return SqliteStore(
+        path_of(url), busy_timeout=busy_timeout, create=create, synchronous=synchronous
+    )
 
 
 def path_of(url: str) -> Path:
@@ -129,151 +149,32 @@ def _seconds(value: object, name: str) -> float:
     return seconds
 
 
-class SqliteCheckpointer:
-    """One run's record in a SQLite file, held at one epoch of one incarnation."""
-
-    def __init__(self, file: SqliteFile, record: RunRecord, cursor: SaveCursor) -> None:
-        self._file = file
-        self._namespace = record.namespace
-        self._run_id = record.run_id
-        self._epoch = record.epoch
-        self._incarnation = record.incarnation
-        self._cursor = cursor
-
-    def __repr__(self) -> str:
-        return f"SqliteCheckpointer(run_id={self._run_id!r}, epoch={self._epoch})"
-
-    @property
-    def run_id(self) -> str:
-        return self._run_id
-
-    @property
-    def namespace(self) -> str:
-        return self._namespace
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    async def save(self, state: CheckpointState) -> bool:
-        delta = self._cursor.delta(state)
-        rows = self._rows(delta)  # encoded before BEGIN: the lock is held only for the I/O
-        cancel_requested = await self._file.call(lambda conn: self._write_delta(conn, delta, *rows))
-        # Only now is the delta durable; a failed save is retried by the next.
-        self._cursor = delta.after
-        return cancel_requested
-
-    async def complete(self, result: JSON) -> None:
-        result_text = codec.dumps(result)
-
-        def job(conn: sqlite3.Connection) -> None:
-            with write_transaction(conn):
-                self._owned_update(
-                    conn,
-                    "UPDATE runs SET status = 'completed', result = ?, lease_expires_at = NULL, "
-                    "updated_at = ?",
-                    (result_text, time.time()),
-                )
-                key = (self._namespace, self._run_id)
-                conn.execute("DELETE FROM messages WHERE namespace = ? AND run_id = ?", key)
-                conn.execute("DELETE FROM phases WHERE namespace = ? AND run_id = ?", key)
-
-        await self._file.call(job)
-
-    async def fail(self, error: str) -> None:
-        await self._owned_write(
-            "UPDATE runs SET status = 'failed', error = ?, lease_expires_at = NULL, updated_at = ?",
-            lambda now: (error, now),
-        )
-
-    async def release(self) -> None:
-        await self._owned_write(
-            "UPDATE runs SET lease_expires_at = NULL, updated_at = ?", lambda now: (now,)
-        )
-
-    async def renew(self) -> bool:
-        return await self._owned_write(
-            "UPDATE runs SET lease_expires_at = ? + lease_seconds, updated_at = ?",
-            lambda now: (now, now),
-        )
-
-    def _rows(self, delta: Delta) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        ns, run_id = self._namespace, self._run_id
-        phases = [
-            (ns, run_id, delta.first_phase + i, codec.encode_phase(phase))
-            for i, phase in enumerate(delta.phases)
-        ]
-        messages = [
-            (ns, run_id, delta.segment, delta.first_message + i, codec.encode_message(message))
-            for i, message in enumerate(delta.messages)
-        ]
-        return phases, messages
-
-    def _write_delta(
-        self,
-        conn: sqlite3.Connection,
-        delta: Delta,
-        phases: list[tuple[Any, ...]],
-        messages: list[tuple[Any, ...]],
-    ) -> bool:
-        with write_transaction(conn):
-            # Also for an empty delta: a fenced writer must learn it is fenced.
-            cancel_requested = self._owned_update(
-                conn, "UPDATE runs SET updated_at = ?", (time.time(),)
-            )
-            # OR REPLACE only ever meets rows at or past the durable cursor (a
-            # save whose commit succeeded but whose caller never heard back).
-            conn.executemany(
-                "INSERT OR REPLACE INTO phases (namespace, run_id, idx, body) VALUES (?, ?, ?, ?)",
-                phases,
-            )
-            conn.executemany(
-                "INSERT OR REPLACE INTO messages (namespace, run_id, segment, seq, body) "
-                "VALUES (?, ?, ?, ?, ?)",
-                messages,
-            )
-        return cancel_requested
-
-    async def _owned_write(self, update: str, values: Callable[[float], tuple[Any, ...]]) -> bool:
-        def job(conn: sqlite3.Connection) -> bool:
-            with write_transaction(conn):
-                return self._owned_update(conn, update, values(time.time()))
-
-        return await self._file.call(job)
-
-    def _owned_update(self, conn: sqlite3.Connection, update: str, values: tuple[Any, ...]) -> bool:
-        """Run ``update`` only while this checkpointer owns the running run, else
-        LeaseLost; return the run's ``cancel_requested``.
-
-        Called inside a write transaction, whose rollback undoes the rest.
-        """
-        owned = (self._namespace, self._run_id, self._incarnation, self._epoch, _RUNNING)
-        if conn.execute(update + _OWNED, (*values, *owned)).rowcount == 1:
-            flag = conn.execute(
-                "SELECT cancel_requested FROM runs WHERE namespace = ? AND run_id = ?",
-                (self._namespace, self._run_id),
-            ).fetchone()
-            return bool(flag[0])
-        row = conn.execute(
-            "SELECT epoch, status, incarnation FROM runs WHERE namespace = ? AND run_id = ?",
-            (self._namespace, self._run_id),
-        ).fetchone()
-        if row is None:
-            raise LeaseLost(self._run_id, self._epoch, "the run was deleted")
-        if row["incarnation"] != self._incarnation:
-            raise LeaseLost(self._run_id, self._epoch, "the run was deleted and begun again")
-        if row["epoch"] == self._epoch:
-            raise LeaseLost(self._run_id, self._epoch, f"the run is {row['status']}")
-        raise LeaseLost(self._run_id, self._epoch, f"epoch {row['epoch']} owns it now")
+def _flag(value: object, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()  # URL query values arrive as text
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, got {value!r}")
 
 
 class SqliteStore:
     """A CheckpointerFactory in one SQLite file, shareable by processes on this machine."""
 
-    def __init__(self, path: Path | str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        create: bool = True,
+        synchronous: str = "normal",
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self.file = SqliteFile(self.path, busy_timeout)
+        self.synchronous = synchronous_mode(synchronous)
+        self.file = SqliteFile(self.path, busy_timeout, create=create, synchronous=self.synchronous)
 
     def __repr__(self) -> str:
         return f"SqliteStore(path={str(self.path)!r})"
@@ -494,6 +395,20 @@ class SqliteStore:
                         (namespace, *params),
                     )
                 return conn.execute(f"DELETE FROM runs WHERE {doomed}", params).rowcount
+
+        return await self.file.call(job)
+
+    async def namespaces(self) -> dict[str, int]:
+        """Every namespace that holds runs, with its number of runs, by name.
+
+        Not part of the store contract: ``outlast runs list`` uses it, where a
+        backend has it, to point at the namespaces an empty listing missed.
+        """
+
+        def job(conn: sqlite3.Connection) -> dict[str, int]:
+            query = "SELECT namespace, COUNT(*) FROM runs GROUP BY namespace ORDER BY namespace"
+            with closing(conn.execute(query)) as rows:
+                return {namespace: count for namespace, count in rows}
 
         return await self.file.call(job)
 

@@ -21,11 +21,19 @@ T = TypeVar("T")
 
 
 class SqliteFile:
-    """The connection to ``path``, opened (and the schema migrated) on first use."""
+    """The connection to ``path``, opened (and the schema migrated) on first use.
 
-    def __init__(self, path: Path, busy_timeout: float) -> None:
+    ``create=False``: only an existing outlast database is opened (see
+    :func:`~outlast.stores.sqlite_schema.connect`).
+    """
+
+    def __init__(
+        self, path: Path, busy_timeout: float, *, create: bool = True, synchronous: str = "normal"
+    ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.create = create
+        self.synchronous = synchronous
         # One thread owns the one connection: sqlite3 work never runs on the loop.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outlast-sqlite")
         self._conn: sqlite3.Connection | None = None  # touched by the worker only
@@ -58,7 +66,9 @@ class SqliteFile:
     def _run(self, job: Callable[[sqlite3.Connection], T]) -> T:
         try:
             if self._conn is None:
-                self._conn = connect(self.path, self.busy_timeout)
+                self._conn = connect(
+                    self.path, self.busy_timeout, create=self.create, synchronous=self.synchronous
+                )
             return job(self._conn)
         except sqlite3.Error as exc:
             raise translate(exc, self.path, self.busy_timeout) from exc

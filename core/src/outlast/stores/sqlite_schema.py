@@ -90,36 +90,73 @@ _SCHEMA = (
 )
 
 
-def connect(path: Path, busy_timeout: float) -> sqlite3.Connection:
+SYNCHRONOUS = ("normal", "full")
+"""The ``synchronous`` option's values (``PRAGMA synchronous``): what a commit survives."""
+
+
+def synchronous_mode(value: object) -> str:
+    """``value`` as a ``synchronous`` mode, lower-case; ConfigurationError when it is none."""
+    mode = str(value).strip().lower()  # URL query values arrive as text
+    if mode not in SYNCHRONOUS:
+        raise ConfigurationError(
+            "synchronous must be normal (the default: every save survives a crash of the "
+            "process) or full (a power cut or an OS crash too, at one fsync per save), "
+            f"got {value!r}"
+        )
+    return mode
+
+
+def connect(
+    path: Path, busy_timeout: float, *, create: bool = True, synchronous: str = "normal"
+) -> sqlite3.Connection:
     """Open ``path`` (creating its directory), set it up, migrate the schema.
 
+    ``create=False`` opens only an outlast database that exists: no folder,
+    file or schema is made, and StoreUnavailable says there is none.
     The connection is in autocommit mode (``isolation_level=None``): every
     transaction is opened explicitly, writes with ``BEGIN IMMEDIATE``.
     """
+    if create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the directory of SQLite database {str(path)!r} ({exc}); "
+                "point the sqlite:// URL at a writable location"
+            ) from exc
+    elif not path.is_file():
+        raise StoreUnavailable(_missing(path))
+    # Opened, used and closed by the store's one worker thread only. mode=rw
+    # never creates the file (a check above could race with a delete).
+    target = str(path) if create else f"{path.as_uri()}?mode=rw"
+    conn = sqlite3.connect(target, timeout=busy_timeout, isolation_level=None, uri=not create)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StoreUnavailable(
-            f"cannot create the directory of SQLite database {str(path)!r} ({exc}); "
-            "point the sqlite:// URL at a writable location"
-        ) from exc
-    # Opened, used and closed by the store's one worker thread only.
-    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
-    try:
+        if not create and _user_version(conn, path) == 0:
+            raise StoreUnavailable(
+                _missing(path) + " (the file exists but holds no outlast schema)"
+            )
         conn.row_factory = sqlite3.Row
         # WAL: readers never block the writer and a commit is one append to the
         # log. synchronous=NORMAL under WAL keeps every committed transaction
         # across a process crash (kill -9), which is the failure model outlast
         # recovers from; only an OS crash or power cut may lose the last
-        # commits (never corrupting the file). FULL would add an fsync to
-        # every save.
+        # commits (never corrupting the file). FULL, the option, adds an fsync
+        # of the log to every commit so those survive too.
         _enable_wal(conn, busy_timeout)
-        conn.execute("PRAGMA synchronous=NORMAL")
+        # PRAGMA takes no parameters; the mode is one of SYNCHRONOUS.
+        conn.execute(f"PRAGMA synchronous={synchronous_mode(synchronous).upper()}")
         migrate(conn, path)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _missing(path: Path) -> str:
+    return (
+        f"no SQLite database at {str(path)!r}; check the sqlite:// URL (a store opened "
+        "with create=false uses an existing database only and creates nothing)"
+    )
 
 
 def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
