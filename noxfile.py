@@ -4,6 +4,8 @@
     nox -s tests       # every package's tests and the conformance suite, all backends
     nox -s lint typecheck
     nox -s chaos       # the crash suite: worker fleets killed, servers restarted (chaos/)
+    nox -s wheels      # every distribution's wheel into dist/: pip install --find-links dist ...
+    nox -s installed   # the README's install lines, in fresh virtualenvs outside the repo
     nox -s core conformance postgres redis s3 jsondir   # one package at a time
 
 Service URLs come from OUTLAST_TEST_POSTGRES_URL / OUTLAST_TEST_REDIS_URL;
@@ -13,6 +15,7 @@ OUTLAST_TEST_STRICT=1 turns a skipped backend into a failure (CI sets it).
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 
 import nox
 
@@ -38,6 +41,7 @@ TEST_DIRS = {
     "jsondir": ["examples/jsondir/tests"],
 }
 TOOLS = ["pytest>=8", "pytest-asyncio>=1.0", "moto[server]>=5.1"]
+WHEELHOUSE = "dist"  # git-ignored; the README's `pip install --find-links dist ...`
 
 
 def install(session: nox.Session, *packages: str) -> None:
@@ -139,3 +143,73 @@ def typecheck(session: nox.Session) -> None:
         "examples/jsondir/src",
         "chaos",
     )
+
+
+def build_wheels(session: nox.Session) -> Path:
+    """Build every distribution's wheel into dist/, fresh; returns dist/'s absolute path."""
+    wheelhouse = Path(WHEELHOUSE).resolve()
+    wheelhouse.mkdir(exist_ok=True)
+    for stale in wheelhouse.glob("outlast*.whl"):
+        stale.unlink()  # a wheel of another version would still resolve
+    # --no-deps: only outlast's own wheels; pip installs their dependencies from the index.
+    session.run(
+        "python",
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--no-deps",
+        "--wheel-dir",
+        str(wheelhouse),
+        *EVERYTHING,
+    )
+    return wheelhouse
+
+
+@nox.session
+def wheels(session: nox.Session) -> None:
+    """Build every distribution's wheel into dist/ (git-ignored). Nothing is on PyPI,
+    so the extras resolve only from there: `pip install --find-links dist "outlast[postgres]"`
+    (or [redis], [s3]; pip takes the other dependencies from the index)."""
+    wheels = build_wheels(session)
+    session.log(f"{len(list(wheels.glob('outlast*.whl')))} wheels in {wheels}")
+
+
+@nox.session
+def installed(session: nox.Session) -> None:
+    """The README's install lines, not editable, each in a fresh virtualenv outside the repo:
+    the folders named in one command (`pip install ./core ./adapters/postgres`), and the
+    extras from the wheels `nox -s wheels` builds (`pip install --find-links dist
+    "outlast[postgres,redis,s3]"`). `outlast backends` must list every backend installed,
+    and outlast must import from the virtualenv, not from the checkout.
+    """
+    repo = Path.cwd()
+    wheelhouse = build_wheels(session)
+    installs = {
+        "folders": ([str(repo / "core"), str(repo / "adapters/postgres")], {"sqlite", "postgres"}),
+        "extras": (
+            ["--find-links", str(wheelhouse), "outlast[postgres,redis,s3]"],
+            {"sqlite", "postgres", "redis", "s3"},
+        ),
+    }
+    with tempfile.TemporaryDirectory() as scratch:
+        session.chdir(scratch)
+        for name, (requirements, expected) in installs.items():
+            bin_dir = Path(scratch) / name / "bin"
+            session.run("python", "-m", "venv", str(bin_dir.parent))
+            session.run(str(bin_dir / "pip"), "install", "--quiet", *requirements, external=True)
+            listed = session.run(str(bin_dir / "outlast"), "backends", external=True, silent=True)
+            # A backend's line: its name, then its URL schemes.
+            names = {line.split()[0] for line in str(listed).splitlines() if "://" in line}
+            if not expected <= names:
+                session.error(f"{name}: outlast backends lists {sorted(names)}, not {expected}")
+            where = session.run(
+                str(bin_dir / "python"),
+                "-c",
+                "import outlast; print(outlast.__file__)",
+                external=True,
+                silent=True,
+            )
+            if str(where).strip().startswith(str(repo)):
+                session.error(f"{name}: outlast was imported from the checkout ({where})")
+            session.log(f"{name}: {' '.join(requirements)} -> backends {sorted(names)}")
