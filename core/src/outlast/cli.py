@@ -58,7 +58,7 @@ main.add_command(recover)
 @url_option
 @verbose_option
 def demo(url: str) -> None:
-    """Run a plan, SIGTERM its worker mid-phase, recover it in this process."""
+    """Run a plan, stop its worker mid-phase (SIGTERM, then kill -9), recover it here."""
     from outlast.demo import run_demo
 
     run(run_demo(url))
