@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
+from password_server import password_server, server_binaries
 from postgres_support import with_options
 from psycopg import sql
 
+from outlast.adapter import redact
 from outlast_conformance.services import service_url, unavailable
 
 URL_ENV = "OUTLAST_TEST_POSTGRES_URL"
@@ -30,8 +32,17 @@ def postgres_url() -> str:
         with psycopg.connect(url, connect_timeout=3):
             pass
     except psycopg.Error as exc:
-        unavailable(f"PostgreSQL at {URL_ENV}={url} cannot be reached: {exc}")
+        unavailable(redact(f"PostgreSQL at {URL_ENV}={url} cannot be reached: {exc}"))
     return url
+
+
+@pytest.fixture(scope="session")
+def password_server_url() -> Iterator[str]:
+    """A PostgreSQL of our own that checks passwords (see password_server.py)."""
+    if server_binaries() is None:
+        unavailable("no PostgreSQL server binaries (initdb, pg_ctl): cannot test wrong passwords")
+    with password_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

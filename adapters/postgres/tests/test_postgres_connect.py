@@ -6,16 +6,15 @@ import asyncio
 import logging
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import pytest_asyncio
-from password_server import PASSWORD, password_server, server_binaries
+from password_server import PASSWORD
 from postgres_support import unused_port, with_options
 
 from outlast.adapter import ConfigurationError, RunStart, StoreError, StoreUnavailable
-from outlast_conformance.services import unavailable
 from outlast_postgres import PostgresStore
 
 SECRET = "pa55-w0rd-never-shown"  # noqa: S105 - a fake password the tests look for
@@ -161,15 +160,6 @@ async def test_libpq_parameters_in_the_url_reach_the_server(store_url: str) -> N
         )
         assert await cursor.fetchone() == ("4321ms", "w7")
     await store.close()
-
-
-@pytest.fixture(scope="module")
-def password_server_url() -> Iterator[str]:
-    """A PostgreSQL of our own that checks passwords (see password_server.py)."""
-    if server_binaries() is None:
-        unavailable("no PostgreSQL server binaries (initdb, pg_ctl): cannot test wrong passwords")
-    with password_server() as url:
-        yield url
 
 
 @pytest.mark.asyncio

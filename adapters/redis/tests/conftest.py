@@ -41,7 +41,7 @@ def redis_url() -> str:
         with redis.Redis.from_url(url, socket_connect_timeout=5) as client:
             client.ping()
     except redis.RedisError as exc:
-        unavailable(f"Redis at {redact(url)} is not reachable ({exc}); set {REDIS_URL_ENV}")
+        unavailable(redact(f"Redis at {url} is not reachable ({exc}); set {REDIS_URL_ENV}"))
     return url
 
 
@@ -86,6 +86,39 @@ def password_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[i
     """A redis-server that requires the password ``s3cret-pw``."""
     directory = _servers_dir(tmp_path_factory, "a password-protected redis-server")
     with redis_server(directory, "requirepass s3cret-pw") as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def aof_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server that persists with an append-only file (appendfsync everysec)."""
+    directory = _servers_dir(tmp_path_factory, "a redis-server with appendonly yes")
+    with redis_server(directory, "appendonly yes", "appendfsync everysec") as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def rdb_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server that persists with RDB snapshots only (no append-only file)."""
+    directory = _servers_dir(tmp_path_factory, "a redis-server with RDB save points")
+    with redis_server(directory, "save 3600 1 300 100") as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def min_replicas_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server that refuses writes until a replica it has none of is in sync."""
+    directory = _servers_dir(tmp_path_factory, "a redis-server with min-replicas-to-write")
+    with redis_server(directory, "min-replicas-to-write 1") as port:
+        yield port
+
+
+@pytest.fixture(scope="session")
+def secretive_server_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A redis-server without persistence that forbids CONFIG (renamed away), as
+    managed services do: whether it persists cannot be told."""
+    directory = _servers_dir(tmp_path_factory, "a redis-server without CONFIG")
+    with redis_server(directory, 'rename-command CONFIG ""') as port:
         yield port
 
 

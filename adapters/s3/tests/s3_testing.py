@@ -26,7 +26,7 @@ from moto.moto_server.werkzeug_app import (
 from werkzeug.serving import BaseWSGIServer, make_server
 
 import outlast
-from outlast.adapter import CheckpointerFactory
+from outlast.adapter import CheckpointerFactory, redact
 from outlast_conformance.services import unavailable
 from outlast_s3 import S3Store
 from outlast_s3.documents import decode_state
@@ -177,7 +177,7 @@ def create_bucket(endpoint: str) -> None:
         if exc.response["Error"]["Code"] not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
             raise
     except botocore.exceptions.BotoCoreError as exc:
-        unavailable(f"S3 endpoint {endpoint} ({ENDPOINT_ENV}) cannot be reached: {exc}")
+        unavailable(redact(f"S3 endpoint {endpoint} ({ENDPOINT_ENV}) cannot be reached: {exc}"))
     finally:
         client.close()
 

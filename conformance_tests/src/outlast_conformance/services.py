@@ -13,6 +13,8 @@ from typing import NoReturn
 
 import pytest
 
+from outlast.adapter import redact
+
 STRICT_ENV = "OUTLAST_TEST_STRICT"
 
 _forced_strict = False
@@ -35,7 +37,12 @@ def service_url(env: str, default: str) -> str:
 
 
 def unavailable(reason: str) -> NoReturn:
-    """Skip the current test with ``reason``, or fail it when strict."""
+    """Skip the current test with ``reason``, or fail it when strict.
+
+    The reason goes through ``outlast.adapter.redact`` first: it often quotes
+    the service's URL, and a skip message must never show a password.
+    """
+    reason = redact(reason)
     if strict():
         pytest.fail(f"{reason} ({STRICT_ENV}=1 forbids skipping)", pytrace=False)
     pytest.skip(reason)

@@ -5,6 +5,11 @@ keyword arguments (keywords win) and are stripped from the connection string
 handed to psycopg. Every other option must be a libpq connection parameter
 (``sslmode``, ``application_name``, ...); those pass through to psycopg
 untouched. Anything else is a :class:`~outlast.errors.ConfigurationError`.
+
+The URL is read as libpq reads it, not as :func:`urllib.parse.urlsplit`
+does: the user name and password end at the first ``@``, so a ``#`` or ``?``
+in a password is part of it (libpq accepts them unencoded) and the query
+starts at the first ``?`` after them.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote
 
+import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
-from outlast.adapter import ConfigurationError, query_options, redact
+from outlast.adapter import ConfigurationError, redact
 
 SCHEMES = ("postgresql", "postgres")
 
@@ -43,6 +49,9 @@ OPTIONS: Mapping[str, str] = MappingProxyType(
 """outlast-postgres options, each with what it means."""
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+SECRET_PARAMETERS = ("password", "sslpassword")
+"""libpq's parameters that hold a secret (their values are scrubbed from error texts)."""
 
 
 @functools.cache
@@ -66,8 +75,8 @@ class PostgresConfig:
     """The URL without outlast's options: what psycopg connects with."""
     libpq_options: Mapping[str, Any] = field(default_factory=dict, repr=False)
     """libpq parameters given as keyword options."""
-    secret: str = field(default="", repr=False)
-    """The password, only so error texts can be scrubbed of it."""
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """The password (and sslpassword), only so error texts can be scrubbed of them."""
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``AsyncConnection.connect`` (and the pool)."""
@@ -83,8 +92,8 @@ class PostgresConfig:
         }
 
     def scrub(self, text: str) -> str:
-        """``text`` with the password replaced by ``***`` (for error messages)."""
-        return text.replace(self.secret, "***") if self.secret else text
+        """``text`` (a driver's message) redacted, and scrubbed of this store's secrets."""
+        return redact(text, secrets=self.secrets)
 
 
 def parse(url: str, options: Mapping[str, Any]) -> PostgresConfig:
@@ -92,11 +101,14 @@ def parse(url: str, options: Mapping[str, Any]) -> PostgresConfig:
 
     Raises ConfigurationError naming the bad option; never connects.
     """
-    redacted = redact(url)
-    if urlsplit(url).scheme.lower() not in SCHEMES:
-        # Not echoed: redact() only understands URLs, and this may be a key=value DSN.
+    scheme, has_scheme, _ = url.partition("://")
+    if not has_scheme or scheme.lower() not in SCHEMES:
+        # Not echoed: this may be a key=value DSN holding a password.
         raise ConfigurationError("expected a postgresql:// or postgres:// URL")
-    from_query = query_options(url)
+    redacted = redact(url)
+    head, query = _split_query(url)
+    _check_userinfo(head, redacted)
+    from_query = dict(parse_qsl(query, keep_blank_values=True))
     merged: dict[str, Any] = {**from_query, **options}
     unknown = sorted(set(merged) - set(OPTIONS) - libpq_parameters())
     if unknown:
@@ -105,13 +117,22 @@ def parse(url: str, options: Mapping[str, Any]) -> PostgresConfig:
             f"{', '.join(sorted(OPTIONS))}; libpq connection parameters (sslmode, "
             "application_name, ...) are passed on to psycopg"
         )
-    conninfo = _without_options(url)
+    conninfo = _without_options(head, query)
     try:
         parsed = conninfo_to_dict(conninfo)
-    except Exception as exc:  # psycopg raises ProgrammingError; any parse failure is a bad URL
-        raise ConfigurationError(f"{redacted!r} is not a valid PostgreSQL URL") from exc
+    except (psycopg.Error, ValueError):  # psycopg raises ProgrammingError
+        # from None: libpq's message quotes the offending text, which may be the password.
+        raise ConfigurationError(
+            f"{redacted!r} is not a valid PostgreSQL URL; percent-encode special characters "
+            "in the user name and password (% as %25, @ as %40, / as %2F)"
+        ) from None
     libpq_options = {k: v for k, v in options.items() if k not in OPTIONS}
-    secret = str(libpq_options.get("password") or parsed.get("password") or "")
+    secrets = tuple(
+        str(found)
+        for name in SECRET_PARAMETERS
+        for found in (libpq_options.get(name), parsed.get(name))
+        if found
+    )
     return PostgresConfig(
         redacted_url=redacted,
         schema=_schema(merged.get("schema", DEFAULT_SCHEMA)),
@@ -122,23 +143,56 @@ def parse(url: str, options: Mapping[str, Any]) -> PostgresConfig:
         prepare_threshold=_prepare_threshold(merged.get("prepare_threshold", 5)),
         conninfo=conninfo,
         libpq_options=libpq_options,
-        secret=secret,
+        secrets=secrets,
     )
 
 
-def _without_options(url: str) -> str:
-    """``url`` minus outlast's own query options (libpq would reject them).
+def _split_query(url: str) -> tuple[str, str]:
+    """``url`` cut into what precedes its query and the query, as libpq cuts it.
+
+    libpq ends the user name and password at the first ``@`` (if one comes
+    before any ``/``), then the query at the first ``?``; it gives ``#`` no
+    meaning. :func:`urllib.parse.urlsplit` would end the host at a ``#`` or
+    ``?`` inside the password instead.
+    """
+    start = url.find("://") + 3
+    after = start
+    for index in range(start, len(url)):
+        if url[index] == "/":
+            break
+        if url[index] == "@":
+            after = index + 1
+            break
+    mark = url.find("?", after)
+    return (url, "") if mark < 0 else (url[:mark], url[mark + 1 :])
+
+
+def _check_userinfo(head: str, redacted: str) -> None:
+    """An ``@`` after libpq's user name and password: one of them holds an
+    unencoded ``@`` or ``/``, and libpq would take the rest of it for a host."""
+    start = head.find("://") + 3
+    first_at = head.find("@", start)
+    slash = head.find("/", start)
+    if first_at < 0:
+        return
+    userinfo_ends = first_at if slash < 0 or first_at < slash else start - 1
+    if "@" in head[userinfo_ends + 1 :]:
+        raise ConfigurationError(
+            f"{redacted!r}: the user name or password holds an '@' or '/' that is not "
+            "percent-encoded; write @ as %40 and / as %2F"
+        )
+
+
+def _without_options(head: str, query: str) -> str:
+    """The URL minus outlast's own query options (libpq would reject them).
 
     The other parameters are kept byte for byte: re-encoding could turn a
     ``%20`` into a ``+``, which libpq does not read as a space.
     """
-    parts = urlsplit(url)
     kept = [
-        item
-        for item in parts.query.split("&")
-        if item and unquote(item.partition("=")[0]) not in OPTIONS
+        item for item in query.split("&") if item and unquote(item.partition("=")[0]) not in OPTIONS
     ]
-    return urlunsplit(parts._replace(query="&".join(kept)))
+    return head + ("?" + "&".join(kept) if kept else "")
 
 
 def _schema(value: object) -> str:

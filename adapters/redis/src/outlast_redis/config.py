@@ -15,7 +15,10 @@ query or as keyword options of ``outlast.open`` (keywords win):
 =====================  =====================================================
 
 Options are removed from the URL before redis-py sees it, so redis-py only
-ever receives the connection part plus the options listed here.
+ever receives the connection part plus the options listed here. A URL
+redis-py could not read (a ``#``, ``?`` or ``/`` in the password, a port that
+is not a number) is refused here, without repeating what redis-py said: its
+text may quote a piece of the password.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
+
+from redis.asyncio.connection import parse_url
 
 from outlast.adapter import ConfigurationError, merge_options, redact
 from outlast_redis.keys import DEFAULT_PREFIX, check_prefix
@@ -50,10 +55,17 @@ class RedisConfig:
     completed_ttl_ms: int = 0
     cluster: bool = False
     client_options: Mapping[str, Any] = field(default_factory=dict)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """The URL's password, only so error texts can be scrubbed of it."""
 
     @property
     def redacted_url(self) -> str:
         return redact(self.url)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the URL asks for TLS (``rediss://``)."""
+        return self.url.lower().startswith("rediss://")
 
     def __repr__(self) -> str:
         return (
@@ -64,18 +76,26 @@ class RedisConfig:
 
 def parse(url: str, options: Mapping[str, Any]) -> RedisConfig:
     """Check ``url`` and ``options``; ConfigurationError names what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in SCHEMES:
+    if url.partition("://")[0].lower() not in SCHEMES:
         raise ConfigurationError(
             f"{redact(url)!r} is not a Redis URL; use redis://, rediss:// or unix://"
         )
-    merged = merge_options(url, options, KNOWN_OPTIONS)
+    merged = merge_options(url, options, KNOWN_OPTIONS)  # also refuses URLs it cannot split
+    parts = urlsplit(url)
     path = parts.path
     if parts.scheme.lower() != "unix":
         # redis://host/2 names database 2; the db option wins over the path.
         merged.setdefault("db", path.strip("/") or None)
         path = ""
     bare = urlunsplit(SplitResult(parts.scheme, parts.netloc, path, "", ""))
+    try:
+        parse_url(bare)  # redis-py's own reading: fail now, not at first use
+    except ValueError:
+        # from None: redis-py's text quotes the "port", which may be part of a password.
+        raise ConfigurationError(
+            f"{redact(url)!r} is not a Redis URL redis-py can read; check the host and "
+            "port, and percent-encode special characters in the password (# as %23)"
+        ) from None
     cluster = _flag(merged.get("cluster", False), "cluster", url)
     db = _db(merged.get("db"), url)
     if cluster and db:
@@ -95,6 +115,7 @@ def parse(url: str, options: Mapping[str, Any]) -> RedisConfig:
         completed_ttl_ms=_ttl_ms(merged.get("completed_ttl"), url),
         cluster=cluster,
         client_options=client_options,
+        secrets=(unquote(parts.password),) if parts.password else (),
     )
 
 

@@ -1,13 +1,16 @@
 """``RedisConnection``: the client and its scripts, shared by a store and its checkpointers.
 
 A store and every checkpointer it hands out run their scripts through one
-connection object, so a checkpointer never reaches into its store.
+connection object, so a checkpointer never reaches into its store. Its first
+use loads the scripts and checks, once, that the server persists writes
+(:mod:`outlast_redis.persistence`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +22,7 @@ from outlast.adapter import StoreError
 from outlast_redis import scripts as lua
 from outlast_redis.config import RedisConfig
 from outlast_redis.errors import translated
+from outlast_redis.persistence import warn_if_not_persistent
 
 Client = Redis | RedisCluster
 
@@ -88,6 +92,17 @@ class RedisConnection:
         self._scripts: Scripts | None = None
         self._loading = asyncio.Lock()
         self._closed = False
+        self._answered = False
+
+    def translated(self) -> AbstractAsyncContextManager[None]:
+        """:func:`~outlast_redis.errors.translated` for this server: its
+        redacted URL, its password scrubbed, and until it has answered once
+        over rediss://, the hint that it may not speak TLS."""
+        return translated(
+            self.where,
+            secrets=self.config.secrets,
+            tls_unconfirmed=self.config.tls and not self._answered,
+        )
 
     @property
     def client(self) -> Client:
@@ -112,13 +127,16 @@ class RedisConnection:
         fresh cluster client (it can run a script twice or drop connections
         under a command). Later NOSCRIPTs (a restart, SCRIPT FLUSH) still
         reload through the fallback, and every script is safe to repeat.
-        Call inside ``translated``.
+        Then, once per store, it checks that the server persists writes (a
+        WARNING when it keeps nothing on disk). Call inside ``translated``.
         """
         if self._scripts is None:
             async with self._loading:
                 if self._scripts is None:
                     registered = Scripts.register(self.client)
                     await self._load(registered)
+                    self._answered = True
+                    await warn_if_not_persistent(self.client, self.config)
                     self._scripts = registered
         return self._scripts
 
@@ -136,7 +154,7 @@ class RedisConnection:
 
     async def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
         """Run the script named ``script``; outlast errors instead of redis-py's."""
-        async with translated(self.where):
+        async with self.translated():
             loaded = await self.scripts()
             return await getattr(loaded, script)(keys=keys, args=args)
 

@@ -1,58 +1,88 @@
 """redis-py's exceptions translated into outlast's, at the boundary.
 
 Most specific first; every message names the server by its redacted URL and
-says what to do. redis-py's own messages never carry the password.
+says what to do. redis-py's own messages never carry the password; they are
+passed through :func:`outlast.adapter.redact` anyway, with the store's
+password, as a second line of defence.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from redis import exceptions as redis_errors
 
-from outlast.adapter import StoreError, StoreUnavailable
+from outlast.adapter import StoreError, StoreUnavailable, redact
+
+TLS_HINT = (
+    "; the URL asks for TLS (rediss://) and this server has never answered: "
+    "the server may not speak TLS, try redis://"
+)
+"""Added to a failure to reach a rediss:// server that never answered: a
+plain server does not answer a TLS handshake (the client times out)."""
+
+
+_NOT_NOW = (redis_errors.ReadOnlyError, redis_errors.MasterDownError, redis_errors.TryAgainError)
+_NOT_NOW_CODES = ("NOREPLICAS", "READONLY", "MASTERDOWN")
+"""Refusals that pass (a failover, min-replicas-to-write), also as a script's error text."""
 
 
 @asynccontextmanager
-async def translated(where: str) -> AsyncIterator[None]:
+async def translated(
+    where: str, *, secrets: Sequence[str] = (), tls_unconfirmed: bool = False
+) -> AsyncIterator[None]:
     """Run a block of Redis calls; raise outlast errors instead of redis-py's.
 
-    ``where`` is the redacted URL of the server.
+    ``where`` is the redacted URL of the server; ``secrets`` are scrubbed
+    from redis-py's texts; ``tls_unconfirmed`` (a rediss:// server that has
+    not answered yet) adds :data:`TLS_HINT` to connection failures.
     """
+    hint = TLS_HINT if tls_unconfirmed else ""
     try:
         yield
     except redis_errors.AuthenticationError as exc:
         raise StoreUnavailable(
-            f"Redis at {where} refused the credentials ({exc}); "
+            f"Redis at {where} refused the credentials ({_text(exc, secrets)}); "
             "check the user name and password in the URL"
         ) from exc
     except (redis_errors.NoPermissionError, redis_errors.AuthorizationError) as exc:
         raise StoreUnavailable(
-            f"Redis at {where} denied a command outlast needs ({exc}); the user must be "
-            "allowed EVALSHA, SCRIPT LOAD, DEL and the sorted-set and hash commands"
+            f"Redis at {where} denied a command outlast needs ({_text(exc, secrets)}); the "
+            "user must be allowed EVALSHA, SCRIPT LOAD, DEL and the sorted-set and hash commands"
         ) from exc
     except redis_errors.ConnectionError as exc:
         raise StoreUnavailable(
-            f"cannot reach Redis at {where} ({exc}); is the server running and the URL right?"
+            f"cannot reach Redis at {where} ({_text(exc, secrets)}); is the server running "
+            f"and the URL right?{hint}"
         ) from exc
     except redis_errors.TimeoutError as exc:
-        raise StoreUnavailable(f"Redis at {where} did not answer in time ({exc})") from exc
+        raise StoreUnavailable(
+            f"Redis at {where} did not answer in time ({_text(exc, secrets)}){hint}"
+        ) from exc
     except redis_errors.ResponseError as exc:
-        raise _response_error(where, exc) from exc
+        raise _response_error(where, _text(exc, secrets), exc) from exc
     except redis_errors.RedisClusterException as exc:
-        raise _cluster_error(where, exc) from exc
+        raise _cluster_error(where, exc, secrets, hint) from exc
     except redis_errors.RedisError as exc:
-        raise StoreError(f"Redis at {where} failed: {exc}") from exc
+        raise StoreError(f"Redis at {where} failed: {_text(exc, secrets)}") from exc
 
 
-def _response_error(where: str, exc: redis_errors.ResponseError) -> StoreError:
-    text = str(exc)
+def _text(exc: BaseException, secrets: Sequence[str]) -> str:
+    return redact(str(exc) or type(exc).__name__, secrets=secrets)
+
+
+def _response_error(where: str, text: str, exc: redis_errors.ResponseError) -> StoreError:
     lowered = text.lower()
     if "unknown command" in lowered or lowered.startswith("noscript"):
         return StoreUnavailable(
             f"Redis at {where} cannot run Lua scripts ({text}); outlast needs EVALSHA and "
             "SCRIPT LOAD (Redis >= 6.2 with scripting enabled)"
+        )
+    if isinstance(exc, _NOT_NOW) or any(code in text for code in _NOT_NOW_CODES):
+        return StoreUnavailable(
+            f"Redis at {where} cannot take writes now ({text}); it may be failing over or "
+            "short of in-sync replicas (min-replicas-to-write): the refusal is temporary"
         )
     if isinstance(exc, redis_errors.AskError) or lowered.startswith(("moved", "crossslot")):
         return StoreUnavailable(
@@ -66,12 +96,14 @@ def _response_error(where: str, exc: redis_errors.ResponseError) -> StoreError:
     return StoreError(f"Redis at {where} answered with an error: {text}")
 
 
-def _cluster_error(where: str, exc: redis_errors.RedisClusterException) -> StoreError:
+def _cluster_error(
+    where: str, exc: redis_errors.RedisClusterException, secrets: Sequence[str], hint: str
+) -> StoreError:
     """redis-py wraps why no startup node answered; say that, not just "cluster"."""
     cause = exc.__cause__
     if isinstance(cause, redis_errors.AuthenticationError):
         return StoreUnavailable(
-            f"Redis Cluster at {where} refused the credentials ({cause}); "
+            f"Redis Cluster at {where} refused the credentials ({_text(cause, secrets)}); "
             "check the user name and password in the URL"
         )
     if "not enabled" in str(exc):
@@ -80,6 +112,7 @@ def _cluster_error(where: str, exc: redis_errors.RedisClusterException) -> Store
         )
     if isinstance(cause, (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)):
         return StoreUnavailable(
-            f"cannot reach the Redis Cluster at {where} ({cause}); is it running and the URL right?"
+            f"cannot reach the Redis Cluster at {where} ({_text(cause, secrets)}); is it "
+            f"running and the URL right?{hint}"
         )
-    return StoreUnavailable(f"cannot use the Redis Cluster at {where} ({exc})")
+    return StoreUnavailable(f"cannot use the Redis Cluster at {where} ({_text(exc, secrets)})")

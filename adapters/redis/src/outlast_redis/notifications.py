@@ -37,7 +37,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import RedisCluster
 
-from outlast.adapter import StoreError
+from outlast.adapter import StoreError, redact
 from outlast_redis.connection import RedisConnection
 from outlast_redis.records import text
 
@@ -182,15 +182,16 @@ class ChangeListener:
             except StoreError:
                 return  # the store was closed
             except Exception as exc:  # noqa: BLE001 - the listener outlives any failure: waits poll meanwhile
+                why = redact(str(exc), secrets=self._connection.config.secrets)
                 if self.subscribed:
                     log.warning(
                         "lost the change subscription to Redis at %s (%s); workers poll "
                         "until it is back",
                         self._connection.where,
-                        exc,
+                        why,
                     )
                 else:
-                    log.debug("cannot subscribe to changes at %s: %s", self._connection.where, exc)
+                    log.debug("cannot subscribe to changes at %s: %s", self._connection.where, why)
                 self.subscribed = False
             finally:
                 if pubsub is not None:

@@ -50,7 +50,6 @@ from outlast.adapter import (
 from outlast_redis.checkpointer import RedisCheckpointer
 from outlast_redis.config import RedisConfig, parse
 from outlast_redis.connection import Client, RedisConnection, new_token
-from outlast_redis.errors import translated
 from outlast_redis.keys import NamespaceKeys, RunKeys, changes_channel
 from outlast_redis.notifications import ChangeListener
 from outlast_redis.records import check_version, decode_record, decode_state, fields_of, text
@@ -280,7 +279,7 @@ class RedisStore:
         self, index: NamespaceKeys, run_ids: Sequence[str]
     ) -> list[dict[str, bytes]]:
         """The meta hashes of ``run_ids`` in one pipelined round trip (one slot, one node)."""
-        async with translated(self.where), self.client.pipeline(transaction=False) as pipe:
+        async with self.connection.translated(), self.client.pipeline(transaction=False) as pipe:
             for run_id in run_ids:
                 pipe.hgetall(index.run(run_id).meta)
             replies = await pipe.execute()
@@ -288,7 +287,7 @@ class RedisStore:
 
     async def _run_ids(self, index: NamespaceKeys, low: str) -> list[str]:
         """The next run ids of the namespace's run index, from ``low`` on (ZRANGEBYLEX)."""
-        async with translated(self.where):
+        async with self.connection.translated():
             members = await self.client.zrangebylex(index.runs, low, "+", start=0, num=_BATCH)
         return [text(member) for member in members]
 

@@ -23,7 +23,7 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
-from outlast.adapter import ConfigurationError, StoreError, StoreUnavailable
+from outlast.adapter import ConfigurationError, StoreError, StoreUnavailable, redact
 from outlast_s3.options import S3Options
 
 if TYPE_CHECKING:
@@ -232,9 +232,7 @@ class ObjectClient:
             return self._client
 
     def _translate(self, exc: Exception, what: str) -> Exception:
-        where = f"S3 bucket {self.bucket!r}"
-        if self._options.endpoint_url:
-            where += f" at {self._options.endpoint_url}"
+        where = self._options.where
         if isinstance(exc, botocore.exceptions.ClientError):
             code = _code(exc)
             if code == "NoSuchBucket":
@@ -259,7 +257,7 @@ class ObjectClient:
                     f"{where} kept failing ({code}) after retries when trying to {what}; "
                     "S3 is throttling or unavailable, try again later"
                 )
-            message = exc.response.get("Error", {}).get("Message", "")
+            message = redact(str(exc.response.get("Error", {}).get("Message", "")))
             return StoreError(f"{where}: could not {what}: {code} {message}".rstrip())
         if isinstance(
             exc,
@@ -277,14 +275,14 @@ class ObjectClient:
             | botocore.exceptions.ConnectionClosedError,
         ):
             return StoreUnavailable(
-                f"cannot reach {where} when trying to {what} ({exc}); check endpoint_url, "
-                "region and the network"
+                f"cannot reach {where} when trying to {what} ({redact(str(exc))}); check "
+                "endpoint_url, region and the network"
             )
         if isinstance(exc, ValueError):
-            return ConfigurationError(f"{where}: invalid S3 configuration: {exc}")
+            return ConfigurationError(f"{where}: invalid S3 configuration: {redact(str(exc))}")
         if isinstance(exc, botocore.exceptions.BotoCoreError):
-            return StoreUnavailable(f"{where}: could not {what}: {exc}")
-        return StoreError(f"{where}: could not {what}: {type(exc).__name__}: {exc}")
+            return StoreUnavailable(f"{where}: could not {what}: {redact(str(exc))}")
+        return StoreError(f"{where}: could not {what}: {type(exc).__name__}: {redact(str(exc))}")
 
 
 async def best_effort(cleanup: Awaitable[None], what: str) -> None:

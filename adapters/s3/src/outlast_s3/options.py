@@ -3,13 +3,15 @@
 Options come from the URL's query string or from keyword options of
 ``outlast.open`` (keywords win). Credentials never come from here: boto3's
 normal chain (environment, shared config/credentials files, SSO, instance or
-task roles) supplies them, so a URL can be logged and shared safely.
+task roles) supplies them, so a URL can be logged and shared safely. A
+``user:password@`` in the store URL or in ``endpoint_url`` is refused: S3
+requests are signed with AWS credentials, so botocore would never use it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +36,7 @@ DEFAULT_MAX_WORKERS = 16
 DEFAULT_COMPACT_AFTER = 64
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class S3Options:
     """Where and how to store runs.
 
@@ -58,24 +60,36 @@ class S3Options:
         """The store's URL without options (safe to log: it holds no secret)."""
         return f"{SCHEME}://{self.bucket}/{self.prefix}".rstrip("/")
 
+    @property
+    def where(self) -> str:
+        """The bucket, and the endpoint when not AWS's, for messages (redacted)."""
+        where = f"S3 bucket {self.bucket!r}"
+        if self.endpoint_url:
+            where += f" at {redact(self.endpoint_url)}"
+        return where
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return redact(f"S3Options({shown})")
+
 
 def parse_url(url: str, options: Mapping[str, Any]) -> S3Options:
     """Validate ``url`` and ``options``; ConfigurationError names what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != SCHEME:
+    if url.partition("://")[0].lower() != SCHEME:
         raise ConfigurationError(f"{redact(url)!r} is not an s3:// URL")
-    if parts.username is not None or parts.password is not None:
+    merged = merge_options(url, options, KNOWN_OPTIONS)
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
         raise ConfigurationError(
             f"{redact(url)!r}: credentials in an s3:// URL are not accepted; remove them "
             "and let boto3 find credentials (AWS_PROFILE, AWS_ACCESS_KEY_ID/"
             "AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, or an instance/task role)"
         )
     bucket = parts.hostname or ""
-    if not bucket or parts.port is not None:
+    if not bucket or ":" in parts.netloc:
         raise ConfigurationError(
             f"{redact(url)!r}: expected s3://BUCKET/PREFIX, for example s3://my-bucket/outlast"
         )
-    merged = merge_options(url, options, KNOWN_OPTIONS)
     sse = _text(merged, "sse")
     if sse is not None and sse not in SSE_MODES:
         raise ConfigurationError(f"sse must be one of {', '.join(SSE_MODES)}, got {sse!r}")
@@ -87,11 +101,7 @@ def parse_url(url: str, options: Mapping[str, Any]) -> S3Options:
         raise ConfigurationError(
             f"addressing_style must be one of {', '.join(ADDRESSING_STYLES)}, got {style!r}"
         )
-    endpoint = _text(merged, "endpoint_url")
-    if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-        raise ConfigurationError(
-            f"endpoint_url must be an http:// or https:// URL, got {redact(endpoint)!r}"
-        )
+    endpoint = _endpoint(_text(merged, "endpoint_url"))
     return S3Options(
         bucket=bucket,
         prefix=parts.path.strip("/"),
@@ -103,6 +113,27 @@ def parse_url(url: str, options: Mapping[str, Any]) -> S3Options:
         compact_after=_positive_int(merged, "compact_after", DEFAULT_COMPACT_AFTER, minimum=2),
         addressing_style=style,
     )
+
+
+def _endpoint(endpoint: str | None) -> str | None:
+    if endpoint is None:
+        return None
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(
+            f"endpoint_url must be an http:// or https:// URL, got {redact(endpoint)!r}"
+        )
+    # Any '@': a password holding '#', '?' or '/' would hide it from urlsplit's netloc.
+    if "@" in endpoint:
+        raise ConfigurationError(
+            f"endpoint_url {redact(endpoint)!r} holds credentials; remove them: S3 requests "
+            "are signed with the AWS credentials boto3 finds (AWS_PROFILE, "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ...), never with a user and password"
+        )
+    return endpoint
 
 
 def _text(options: Mapping[str, Any], name: str) -> str | None:

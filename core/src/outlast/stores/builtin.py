@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from outlast.errors import ConfigurationError
 from outlast.hookspecs import hookimpl
 from outlast.ports import CheckpointerFactory
-from outlast.urls import BackendInfo, merge_options, scheme_of
+from outlast.urls import BackendInfo, merge_options, redact, scheme_of
 
 
 @hookimpl
@@ -19,6 +19,11 @@ def outlast_open(url: str, options: Mapping[str, Any]) -> CheckpointerFactory | 
     if scheme == "memory":
         merge_options(url, options, known=set())
         parts = urlsplit(url)
+        if "@" in parts.netloc:  # a name is shown in reprs: never a password
+            raise ConfigurationError(
+                f"{redact(url)!r}: a memory:// URL names a store in this process; "
+                "it takes no user or password"
+            )
         return _memory(parts.netloc + parts.path.rstrip("/"))
     if scheme == "sqlite":
         from outlast.stores.sqlite import open_sqlite
