@@ -102,6 +102,11 @@ class FlakyStore:
     async def delete(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> bool:
         return await self.inner.delete(run_id, namespace)
 
+    async def send(
+        self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
+    ) -> RunRecord:
+        return await self.inner.send(run_id, delivery, namespace)
+
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
         return await self.inner.purge(older_than, namespace)
 
@@ -135,8 +140,8 @@ class FlakyCheckpointer:
             raise StoreUnavailable("the test made the store unreachable for saves")
         return await self.inner.save(state)
 
-    async def complete(self, result: JSON) -> None:
-        await self.inner.complete(result)
+    async def complete(self, result: JSON, usage: JSON = None) -> None:
+        await self.inner.complete(result, usage)
 
     async def fail(self, error: str) -> None:
         await self.inner.fail(error)
@@ -146,3 +151,6 @@ class FlakyCheckpointer:
 
     async def renew(self) -> bool:
         return await self.inner.renew()
+
+    async def wait(self, request: JSON, timeout: float | None) -> None:
+        await self.inner.wait(request, timeout)

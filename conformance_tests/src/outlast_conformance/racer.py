@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 import outlast
-from outlast.adapter import CheckpointerFactory, RunExists, RunStart
+from outlast.adapter import CheckpointerFactory, NotWaiting, RunExists, RunStart
 
 
 async def act(
@@ -40,6 +40,12 @@ async def act(
             ["race"], owner=owner, lease=3600, namespace=namespace
         ):
             claimed.append(claim.record.run_id)
+        return True
+    if op == "send":  # a sender delivering input to a waiting run
+        try:
+            await store.send(command["run_id"], {"from": os.getpid()}, namespace)
+        except NotWaiting:
+            return False
         return True
     if op == "poll":  # a worker watching the work list while others begin
         until = time.monotonic() + float(command["seconds"])

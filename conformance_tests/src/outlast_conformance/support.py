@@ -138,6 +138,7 @@ async def writes_not_fenced(cp: Checkpointer, state: CheckpointState) -> list[st
         "fail": lambda: cp.fail("stale error"),
         "release": cp.release,
         "renew": cp.renew,
+        "wait": lambda: cp.wait({"stale": "wait"}, None),
     }
     unfenced = []
     for name, write in writes.items():

@@ -10,11 +10,13 @@ The hierarchy::
     │   ├── RunExists              begin() with a run id that already exists
     │   ├── RunNotFound            no such run in that namespace
     │   ├── RunFinished            cancel of a run that already completed or failed
+    │   ├── NotWaiting             send to a run that is not waiting for input
     │   ├── LeaseLost              fenced: the run is no longer this writer's
     │   ├── CorruptCheckpoint      a stored record does not parse
     │   │   └── UnknownFormat      written by a newer outlast (never quarantined)
     │   └── CheckpointStateError   a save that breaks the append-only contract
     ├── ResultTimeout              waiting for a run's result took too long
+    ├── RunWaiting                 the run waits for outside input (not a failure)
     └── RunError                   the run itself stopped with an error
         ├── RunFailed              the run id failed earlier (its stored error)
         ├── ModelError             the model failed or gave an unusable reply
@@ -24,6 +26,7 @@ The hierarchy::
         ├── ResumeMismatch         saved phases are not a prefix of the plan
         ├── PoisonRun              its workers crashed more than max_crashes times
         ├── Cancelled              someone cancelled the run (Executor.cancel)
+        ├── WaitTimedOut           a wait for outside input outlasted its timeout
         └── Shutdown               the host is shutting down (run is released)
 
 Adapters translate their driver's exceptions into these at the boundary, most
@@ -124,6 +127,21 @@ class RunFinished(StoreError):
         )
 
 
+class NotWaiting(StoreError):
+    """``send`` to a run that is not waiting for input: it never waited, or
+    its input was delivered already (a second send), or it ended."""
+
+    def __init__(self, run_id: str, namespace: str, status: str) -> None:
+        self.run_id = run_id
+        self.namespace = namespace
+        self.status = status
+        super().__init__(
+            f"run {run_id!r} in namespace {namespace!r} is not waiting for input (it is "
+            f"{status}); input is delivered once, to a run that waits: see "
+            "`outlast runs list --status waiting`"
+        )
+
+
 class ResultTimeout(OutlastError, TimeoutError):
     """A wait for a run's result ran out of time; the run goes on."""
 
@@ -216,5 +234,28 @@ class Cancelled(RunError):
     """Someone cancelled the run (``Executor.cancel``, ``outlast runs cancel``)."""
 
 
+class WaitTimedOut(RunError):
+    """A tool waited for outside input (``AwaitInput``) longer than its
+    timeout allowed, and chose to fail the run then."""
+
+
 class Shutdown(RunError):
     """The host is shutting down; the run was released for another worker."""
+
+
+class RunWaiting(OutlastError):
+    """The run waits for outside input: a tool asked for it (``AwaitInput``).
+
+    Not a failure: the run is saved as ``waiting``, holds no worker, and
+    continues on whichever worker claims it after ``Executor.send`` (or
+    ``outlast runs send``) delivers the input. ``Executor.result`` waits for
+    its end.
+    """
+
+    def __init__(self, run_id: str, request: object) -> None:
+        self.run_id = run_id
+        self.request = request
+        super().__init__(
+            f"run {run_id!r} waits for input ({request!r:.200}); deliver it with "
+            f"Executor.send or `outlast runs send {run_id} JSON`"
+        )

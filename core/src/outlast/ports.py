@@ -39,8 +39,14 @@ DEFAULT_NAMESPACE = "default"
 
 class RunStatus(enum.StrEnum):
     RUNNING = "running"
+    WAITING = "waiting"
     COMPLETED = "completed"
     FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        """Completed or failed: the run never changes again (retention may remove it)."""
+        return self in (RunStatus.COMPLETED, RunStatus.FAILED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +116,14 @@ class RunRecord:
     at epoch 0 with no owner and no lease until a worker claims it (its first
     claim is a start: no crash). ``cancel_requested`` is set by a cancel of a
     run a worker owns; the owner sees it at its next save or renewal.
+
+    A ``waiting`` run waits for outside input (a tool asked for it): it holds
+    no process and no lease; ``wait`` is what it waits for and
+    ``lease_expires_at`` when the wait times out (None: never). ``send``
+    stores the input as ``delivery`` and makes the run claimable; a wait whose
+    timeout passed is claimable too (its claimer sees no ``delivery``).
+    ``wait``, ``delivery`` and ``usage`` (the token usage a completed run
+    reported) are the executor's JSON: a store keeps them as they are.
     """
 
     run_id: str
@@ -129,6 +143,9 @@ class RunRecord:
     error: str | None = None
     incarnation: str = ""
     cancel_requested: bool = False
+    wait: JSON = None
+    delivery: JSON = None
+    usage: JSON = None
 
     @property
     def queued(self) -> bool:
@@ -139,7 +156,10 @@ class RunRecord:
     def interrupted_since(self) -> float | None:
         """When the run became claimable, if it is: its lease's expiry, or,
         released, the time of the release (its last write). None when live
-        or finished. ``interrupted`` lists oldest first by this."""
+        or finished. ``interrupted`` lists oldest first by this. A waiting
+        run becomes claimable when its wait times out (None: it never does)."""
+        if self.status is RunStatus.WAITING:
+            return self.lease_expires_at
         if self.status is not RunStatus.RUNNING:
             return None
         return self.lease_expires_at if self.lease_expires_at is not None else self.updated_at
@@ -164,6 +184,9 @@ class RunRecord:
             "error": self.error,
             "incarnation": self.incarnation,
             "cancel_requested": self.cancel_requested,
+            "wait": self.wait,
+            "delivery": self.delivery,
+            "usage": self.usage,
         }
 
     @classmethod
@@ -172,8 +195,8 @@ class RunRecord:
 
         Raises KeyError, TypeError or ValueError on a malformed object; stores
         turn those into CorruptCheckpoint naming the run. ``crashes``,
-        ``incarnation`` and ``cancel_requested`` may be absent (records
-        written by outlast 0.1).
+        ``incarnation``, ``cancel_requested``, ``wait``, ``delivery`` and
+        ``usage`` may be absent (records written by earlier outlast versions).
         """
         error = data["error"]
         lease = data["lease_expires_at"]
@@ -195,6 +218,9 @@ class RunRecord:
             error=None if error is None else _text(error),
             incarnation=_text(data.get("incarnation", "")),
             cancel_requested=_flag(data.get("cancel_requested", False)),
+            wait=data.get("wait"),
+            delivery=data.get("delivery"),
+            usage=data.get("usage"),
         )
 
 
@@ -284,12 +310,13 @@ class Checkpointer(Protocol):
         when it holds something that is not JSON.
         """
 
-    async def complete(self, result: JSON) -> None:
-        """Terminal success: record ``result``, clear the resumable progress.
+    async def complete(self, result: JSON, usage: JSON = None) -> None:
+        """Terminal success: record ``result`` and ``usage`` (the run's summed
+        token usage, or None), clear the resumable progress.
 
         The small terminal record stays until retention removes it, so the run
         id cannot be begun again. Raises LeaseLost when fenced, ValueError
-        (writing nothing) when ``result`` is not JSON.
+        (writing nothing) when ``result`` or ``usage`` is not JSON.
         """
 
     async def fail(self, error: str) -> None:
@@ -310,6 +337,18 @@ class Checkpointer(Protocol):
         """Extend the lease by its length from now (also after a release: the
         run is owned again). Returns the record's ``cancel_requested``, as
         ``save`` does. Raises LeaseLost when fenced."""
+
+    async def wait(self, request: JSON, timeout: float | None) -> None:
+        """Park the run until outside input arrives
+        (:func:`outlast.transitions.wait`): ``waiting``, ``wait`` set to
+        ``request``, ``delivery`` cleared, no lease; the wait times out
+        ``timeout`` seconds from now by the store's clock (None: never).
+
+        The executor saves the progress first; this writes only the record.
+        Afterwards every write of this checkpointer raises LeaseLost (the run
+        is no longer running). Raises LeaseLost when fenced, ValueError
+        (writing nothing) when ``request`` is not JSON.
+        """
 
 
 @runtime_checkable
@@ -348,18 +387,34 @@ class CheckpointerFactory(Protocol):
     ) -> Claim | None:
         """Claim the oldest claimable run of one of ``kinds``, in one atomic step.
 
-        Claimable means what ``interrupted`` lists: queued, released, or its
-        lease expired; oldest first by :attr:`RunRecord.interrupted_since`.
+        Claimable means what ``interrupted`` lists: queued, released, its
+        lease expired, or waiting past its wait's timeout; oldest first by
+        :attr:`RunRecord.interrupted_since`.
         A run of another kind is never claimed. Concurrent callers never get
         the same run, and never herd on one row (a taken run is skipped, not
         waited for). A run whose record or progress does not parse is
         quarantined and skipped. None when nothing is claimable.
         """
 
+    async def send(
+        self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
+    ) -> RunRecord:
+        """Deliver outside input to a waiting run (:func:`outlast.transitions.send`);
+        the record after it.
+
+        One conditional write: the run must be ``waiting``. It becomes
+        ``running`` with its lease released (claimable at once, its claim no
+        crash) and ``delivery`` stored. Of concurrent senders exactly one
+        succeeds. Raises RunNotFound for an unknown run, NotWaiting for one
+        that is not waiting (a second send included); ValueError, writing
+        nothing, when ``delivery`` is not JSON. A store with notifications
+        announces it as it announces a release.
+        """
+
     async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
         """Cancel a run (:func:`outlast.transitions.cancel`); the record after it.
 
-        A run nobody owns is failed at once; an owned one gets
+        A run nobody owns (a waiting one too) is failed at once; an owned one gets
         ``cancel_requested`` and its owner's next save or renewal returns
         True. Raises RunNotFound for an unknown run, RunFinished for one that
         already completed or failed.
@@ -369,7 +424,9 @@ class CheckpointerFactory(Protocol):
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
     ) -> list[RunRecord]:
         """Up to ``limit`` runs still ``running`` whose lease expired or was
-        released (or that are queued): the recovery work list.
+        released (or that are queued), and ``waiting`` runs whose wait timed
+        out: the recovery work list (:func:`outlast.transitions.is_interrupted`).
+        A waiting run whose wait has not timed out is never listed.
 
         Oldest first by :attr:`RunRecord.interrupted_since`, ties by run id.
         Returns up to ``limit`` healthy runs whatever precedes them: an
@@ -437,7 +494,8 @@ class CheckpointerFactory(Protocol):
 
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
         """Retention: delete terminal runs last updated more than ``older_than``
-        seconds ago; returns how many were removed. Running runs are kept."""
+        seconds ago; returns how many were removed. Running and waiting runs
+        are kept."""
 
     async def close(self) -> None:
         """Release connections; the factory is unusable afterwards."""

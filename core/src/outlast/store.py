@@ -24,6 +24,7 @@ from typing import Any
 
 from outlast import ids
 from outlast.errors import StoreError
+from outlast.messages import JSON
 from outlast.ports import (
     DEFAULT_NAMESPACE,
     ChangeNotifier,
@@ -98,6 +99,14 @@ class Store:
         return await backend.claim_next(
             chosen, owner=owner, lease=ids.check_lease(lease), namespace=namespace
         )
+
+    async def send(
+        self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
+    ) -> RunRecord:
+        backend = self._open()
+        ids.check_run_id(run_id)
+        ids.check_namespace(namespace)
+        return await backend.send(run_id, delivery, namespace)
 
     async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
         backend = self._open()

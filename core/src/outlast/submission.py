@@ -66,13 +66,14 @@ async def result(
         if stored is None:
             raise RunNotFound(run_id, namespace)
         record = stored.record
-        if record.status is not RunStatus.RUNNING:
+        if record.status.terminal:
             return finished(record)
         left = None if deadline is None else deadline - time.monotonic()
         if left is not None and left <= 0:
             raise ResultTimeout(
-                f"run {run_id!r} is still running after {timeout:g}s (epoch {record.epoch}, "
-                f"owner {record.owner or 'none: queued or interrupted'}); it goes on"
+                f"run {run_id!r} is still {record.status.value} after {timeout:g}s (epoch "
+                f"{record.epoch}, owner {record.owner or 'none: queued or interrupted'}); "
+                "it goes on"
             )
         wait = pause if left is None else min(pause, left)
         if isinstance(store, ChangeNotifier):

@@ -88,9 +88,9 @@ class ThrottledCheckpointer:
             self._last_write = self._clock()
             self.writes += 1
 
-    async def complete(self, result: JSON) -> None:
+    async def complete(self, result: JSON, usage: JSON = None) -> None:
         await self._flush_now()
-        await self.inner.complete(result)
+        await self.inner.complete(result, usage)
 
     async def fail(self, error: str) -> None:
         await self._flush_now()
@@ -103,6 +103,10 @@ class ThrottledCheckpointer:
     async def renew(self) -> bool:
         self._cancel_requested = await self.inner.renew()
         return self._cancel_requested
+
+    async def wait(self, request: JSON, timeout: float | None) -> None:
+        await self._flush_now()
+        await self.inner.wait(request, timeout)
 
     def discard(self) -> None:
         """Drop the pending state and the timer (the run lost its lease)."""

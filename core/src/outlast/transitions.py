@@ -26,6 +26,17 @@ epoch 0, no lease: claimable at once, its first claim no crash), and
 ``cancel`` fails a run nobody owns at once, or marks an owned one
 ``cancel_requested`` for its owner to fail.
 
+Waiting for outside input adds two more::
+
+    running, owned ── wait ──▶ waiting (no lease; lease_expires_at = when
+                                  │      the wait times out, or None)
+          ▲                       ├── send ──▶ running, lease None (released)
+          └──── claim ────────────┴── timeout passes: claimable as it is
+
+A waiting run holds no process; ``send`` delivers the input once (a second
+send finds the run running and is refused); ``cancel`` fails a waiting run at
+once, as it does any run nobody owns.
+
 Refusals: a write of a checkpointer raises LeaseLost when the run is gone (or
 is another incarnation: deleted and begun again), holds another epoch, or is
 no longer running (:func:`owned`); ``claim`` and
@@ -38,7 +49,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 
-from outlast.errors import LeaseLost, RunExists, RunFinished, RunNotFound
+from outlast.errors import LeaseLost, NotWaiting, RunExists, RunFinished, RunNotFound
 from outlast.messages import JSON
 from outlast.ports import RunRecord, RunStart, RunStatus
 
@@ -114,13 +125,13 @@ def cancel(
     when its next save or renewal reports the request.
 
     Raises RunNotFound when there is no record, RunFinished when the run
-    already completed or failed.
+    already completed or failed. A waiting run is failed at once.
     """
     if record is None:
         raise RunNotFound(run_id, namespace)
-    if record.status is not RunStatus.RUNNING:
+    if record.status.terminal:
         raise RunFinished(record.run_id, record.namespace, record.status.value)
-    if is_interrupted(record, now):
+    if record.status is RunStatus.WAITING or is_interrupted(record, now):
         return replace(
             record,
             status=RunStatus.FAILED,
@@ -134,23 +145,29 @@ def cancel(
 
 
 def is_interrupted(record: RunRecord, now: float) -> bool:
-    """Running, and its lease released (None) or expired (at or before ``now``)."""
+    """Claimable: running with its lease released (None) or expired (at or
+    before ``now``), or waiting with a wait that timed out (at or before ``now``)."""
     expires = record.lease_expires_at
+    if record.status is RunStatus.WAITING:
+        return expires is not None and expires <= now
     return record.status is RunStatus.RUNNING and (expires is None or expires <= now)
 
 
 def claim(record: RunRecord | None, *, owner: str, lease: float, now: float) -> RunRecord | None:
-    """Take over an interrupted run: epoch+1, attempts+1, the new owner and
-    lease; crashes+1 when the lease expired rather than being released.
+    """Take over an interrupted run: ``running``, epoch+1, attempts+1, the
+    new owner and lease; crashes+1 when the lease expired rather than being
+    released. A waiting run whose wait timed out is claimed the same way (no
+    crash: nobody died), its ``wait`` kept and ``delivery`` None.
 
-    None when there is no record or it is not interrupted (finished, or its
-    lease is live): the claim is refused and nothing changes.
+    None when there is no record or it is not interrupted (finished, its
+    lease is live, or it still waits): the claim is refused and nothing changes.
     """
     if record is None or not is_interrupted(record, now):
         return None
-    crashed = record.lease_expires_at is not None
+    crashed = record.status is RunStatus.RUNNING and record.lease_expires_at is not None
     return replace(
         record,
+        status=RunStatus.RUNNING,
         epoch=record.epoch + 1,
         attempts=record.attempts + 1,
         crashes=record.crashes + (1 if crashed else 0),
@@ -196,13 +213,15 @@ def complete(
     result: JSON,
     now: float,
     run_id: str = "",
+    usage: JSON = None,
 ) -> RunRecord:
-    """Terminal success: ``completed`` with ``result``, lease dropped. The
-    store clears the run's transcript and phases in the same step."""
+    """Terminal success: ``completed`` with ``result`` and ``usage``, lease
+    dropped. The store clears the run's transcript and phases in the same step."""
     return replace(
         owned(record, epoch, incarnation, run_id),
         status=RunStatus.COMPLETED,
         result=result,
+        usage=usage,
         lease_expires_at=None,
         updated_at=now,
     )
@@ -242,6 +261,55 @@ def renew(
     too: the run is owned again)."""
     current = owned(record, epoch, incarnation, run_id)
     return replace(current, lease_expires_at=now + current.lease, updated_at=now)
+
+
+def wait(
+    record: RunRecord | None,
+    epoch: int,
+    incarnation: str,
+    request: JSON,
+    timeout: float | None,
+    now: float,
+    run_id: str = "",
+) -> RunRecord:
+    """Park the run for outside input: ``waiting``, ``wait`` = ``request``,
+    ``delivery`` cleared, no lease; ``lease_expires_at`` is when the wait
+    times out (``now + timeout``), None without a timeout. The epoch stays:
+    being no longer ``running`` fences this checkpointer's later writes."""
+    return replace(
+        owned(record, epoch, incarnation, run_id),
+        status=RunStatus.WAITING,
+        wait=request,
+        delivery=None,
+        lease_expires_at=None if timeout is None else now + timeout,
+        updated_at=now,
+    )
+
+
+def send(
+    record: RunRecord | None,
+    delivery: JSON,
+    now: float,
+    run_id: str = "",
+    namespace: str = "",
+) -> RunRecord:
+    """Deliver outside input to a waiting run: ``running`` with its lease
+    released (claimable at once; its claim is no crash), ``delivery`` stored.
+
+    Raises RunNotFound when there is no record, NotWaiting when the run is
+    not waiting (it never waited, the input was sent already, or it ended).
+    """
+    if record is None:
+        raise RunNotFound(run_id, namespace)
+    if record.status is not RunStatus.WAITING:
+        raise NotWaiting(record.run_id, record.namespace, record.status.value)
+    return replace(
+        record,
+        status=RunStatus.RUNNING,
+        delivery=delivery,
+        lease_expires_at=None,
+        updated_at=now,
+    )
 
 
 def quarantine(record: RunRecord | None, reason: str, now: float) -> RunRecord | None:
@@ -298,5 +366,5 @@ def interrupted_order(record: RunRecord) -> tuple[float, str]:
 
 def purgeable(record: RunRecord, older_than: float, now: float) -> bool:
     """Whether retention removes ``record``: terminal, and last updated more
-    than ``older_than`` seconds before ``now``. Running runs never are."""
-    return record.status is not RunStatus.RUNNING and record.updated_at < now - older_than
+    than ``older_than`` seconds before ``now``. Running and waiting runs never are."""
+    return record.status.terminal and record.updated_at < now - older_than

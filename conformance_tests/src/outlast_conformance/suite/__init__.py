@@ -28,6 +28,7 @@ from outlast_conformance.suite.races import RaceTests
 from outlast_conformance.suite.resume import ExecutorResumeTests
 from outlast_conformance.suite.roundtrip import RoundTripTests
 from outlast_conformance.suite.serving import ServingTests
+from outlast_conformance.suite.waiting import WaitingTests
 
 STORE_TOPICS: tuple[type[StoreFixtures], ...] = (
     RoundTripTests,
@@ -42,6 +43,7 @@ STORE_TOPICS: tuple[type[StoreFixtures], ...] = (
     RaceTests,
     TransitionAgreementTests,
     FleetStoreTests,
+    WaitingTests,
 )
 """Topics that talk to the store directly through the ports."""
 
@@ -120,6 +122,7 @@ class ConformanceSuite(
     RaceTests,
     TransitionAgreementTests,
     FleetStoreTests,
+    WaitingTests,
     ExecutorOutcomeTests,
     ExecutorResumeTests,
     ServingTests,

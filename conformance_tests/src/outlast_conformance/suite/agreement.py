@@ -14,6 +14,7 @@ from dataclasses import fields
 import pytest
 
 from outlast.adapter import (
+    JSON,
     CheckpointerFactory,
     Claim,
     LeaseLost,
@@ -264,6 +265,68 @@ class TransitionAgreementTests(StoreFixtures):
         )
         await step(
             "cancel of a released run",
+            lambda: factory.cancel(run.run_id, namespace),
+            lambda r, now: transitions.cancel(r, now),
+        )
+
+    @pytest.mark.asyncio
+    async def test_wait_send_and_a_timed_out_wait_agree_with_transitions(
+        self, factory: CheckpointerFactory, namespace: str
+    ) -> None:
+        """A wait, a refused write of the parked checkpointer, a send and
+        the claim after it; a wait that times out and its claim; a cancel
+        of a waiting run."""
+        run = start(namespace, kind="agree", lease=3600)
+        cp = await factory.begin(run)
+        inc = (await must_load(factory, run.run_id, namespace)).record.incarnation
+
+        async def step(what: str, write: Callable[[], Awaitable[object]], model: Model) -> object:
+            return await self._step(factory, namespace, run.run_id, what, write, model)
+
+        request: JSON = {"ask": "approve?"}
+        await step(
+            "wait without a timeout",
+            lambda: cp.wait(request, None),
+            lambda r, now: transitions.wait(r, 1, inc, request, None, now),
+        )
+        await step(
+            "a save of the parked checkpointer",
+            lambda: cp.save(state(conversation(1))),
+            lambda r, now: transitions.save(r, 1, inc, now),
+        )
+        await step(
+            "send",
+            lambda: factory.send(run.run_id, {"payload": 1}, namespace),
+            lambda r, now: transitions.send(r, {"payload": 1}, now),
+        )
+        claim = await step(
+            "claim after a send",
+            lambda: factory.claim(run.run_id, owner="b", lease=3600, namespace=namespace),
+            lambda r, now: transitions.claim(r, owner="b", lease=3600, now=now),
+        )
+        assert isinstance(claim, Claim)
+        second = claim.checkpointer
+        await step(
+            "wait with a timeout",
+            lambda: second.wait(request, 0.05),
+            lambda r, now: transitions.wait(r, 2, inc, request, 0.05, now),
+        )
+        within = self.capabilities.wait_timeout
+        await wait_interrupted(factory, run.run_id, namespace, within=within)
+        claim = await step(
+            "claim of a wait that timed out",
+            lambda: factory.claim(run.run_id, owner="c", lease=3600, namespace=namespace),
+            lambda r, now: transitions.claim(r, owner="c", lease=3600, now=now),
+        )
+        assert isinstance(claim, Claim)
+        third = claim.checkpointer
+        await step(
+            "another wait",
+            lambda: third.wait(request, None),
+            lambda r, now: transitions.wait(r, 3, inc, request, None, now),
+        )
+        await step(
+            "cancel of a waiting run",
             lambda: factory.cancel(run.run_id, namespace),
             lambda r, now: transitions.cancel(r, now),
         )

@@ -145,12 +145,19 @@ class MemoryCheckpointer:
         self._cursor = delta.after
         return saved.cancel_requested
 
-    async def complete(self, result: JSON) -> None:
+    async def complete(self, result: JSON, usage: JSON = None) -> None:
         stored = codec.loads(codec.dumps(result), self.run_id)
+        stored_usage = codec.loads(codec.dumps(usage), self.run_id)
         with self._space.lock:
             record = self._space.record(self._key)
             done = transitions.complete(
-                record, self._epoch, self._incarnation, stored, time.time(), self.run_id
+                record,
+                self._epoch,
+                self._incarnation,
+                stored,
+                time.time(),
+                self.run_id,
+                usage=stored_usage,
             )
             run = self._write(done)
             run.phases.clear()
@@ -182,6 +189,22 @@ class MemoryCheckpointer:
             )
             self._write(renewed)
         return renewed.cancel_requested
+
+    async def wait(self, request: JSON, timeout: float | None) -> None:
+        stored = codec.loads(codec.dumps(request), self.run_id)
+        with self._space.lock:
+            record = self._space.record(self._key)
+            self._write(
+                transitions.wait(
+                    record,
+                    self._epoch,
+                    self._incarnation,
+                    stored,
+                    timeout,
+                    time.time(),
+                    self.run_id,
+                )
+            )
 
 
 class MemoryStore:
@@ -247,6 +270,16 @@ class MemoryStore:
             if claim is not None:
                 return claim
         return None
+
+    async def send(
+        self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
+    ) -> RunRecord:
+        key = (namespace, run_id)
+        stored = codec.loads(codec.dumps(delivery), run_id)
+        with self._space.lock:
+            sent = transitions.send(self._space.record(key), stored, time.time(), run_id, namespace)
+            self._space.runs[key].record = encode_record(sent)
+        return sent
 
     async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
         key = (namespace, run_id)

@@ -75,6 +75,7 @@ from outlast.errors import (
     RunExists,
     UnknownFormat,
 )
+from outlast.messages import JSON
 from outlast.ports import (
     DEFAULT_NAMESPACE,
     CheckpointState,
@@ -106,7 +107,13 @@ DEFAULT_BUSY_TIMEOUT = 5.0
 OPTIONS = frozenset({"busy_timeout", "create", "synchronous"})
 
 # A running run whose lease was released (NULL) or expired: transitions.is_interrupted.
-_INTERRUPTED = "status = 'running' AND (lease_expires_at IS NULL OR lease_expires_at <= ?)"
+# transitions.is_interrupted, in SQL, with one parameter (now): running with a
+# lease released (NULL: counts as 0) or past, or waiting with a timeout past
+# (a waiting run without a timeout has NULL, which is never <= now).
+_INTERRUPTED = (
+    "status IN ('running', 'waiting') "
+    "AND IFNULL(lease_expires_at, CASE status WHEN 'running' THEN 0 END) <= ?"
+)
 
 
 def open_sqlite(url: str, options: Mapping[str, Any]) -> SqliteStore:
@@ -334,6 +341,34 @@ class SqliteStore:
 
         return await self.file.call(job)
 
+    async def send(
+        self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
+    ) -> RunRecord:
+        delivery_text = codec.dumps(delivery)
+
+        def job(conn: sqlite3.Connection) -> RunRecord:
+            now = time.time()
+            with write_transaction(conn):
+                row = conn.execute(
+                    f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND run_id = ?",
+                    (namespace, run_id),
+                ).fetchone()
+                after = transitions.send(
+                    None if row is None else record_of(row),
+                    codec.loads(delivery_text, run_id),
+                    now,
+                    run_id,
+                    namespace,
+                )
+                conn.execute(
+                    "UPDATE runs SET status = 'running', delivery = ?, lease_expires_at = NULL, "
+                    "updated_at = ? WHERE namespace = ? AND run_id = ?",
+                    (delivery_text, now, namespace, run_id),
+                )
+                return after
+
+        return await self.file.call(job)
+
     async def quarantine(
         self, run_id: str, reason: str, namespace: str = DEFAULT_NAMESPACE
     ) -> bool:
@@ -385,7 +420,7 @@ class SqliteStore:
 
     async def purge(self, older_than: float, namespace: str = DEFAULT_NAMESPACE) -> int:
         def job(conn: sqlite3.Connection) -> int:
-            doomed = "namespace = ? AND status != 'running' AND updated_at < ?"
+            doomed = "namespace = ? AND status IN ('completed', 'failed') AND updated_at < ?"
             params = (namespace, time.time() - older_than)
             with write_transaction(conn):
                 for table in ("messages", "phases"):
@@ -432,8 +467,8 @@ def _take(
     not parse raises CorruptCheckpoint; the caller's rollback undoes the claim,
     so a corrupt run is never taken over."""
     taken = conn.execute(
-        "UPDATE runs SET epoch = epoch + 1, attempts = attempts + 1, "
-        "crashes = crashes + (lease_expires_at IS NOT NULL), owner = ?, "
+        "UPDATE runs SET status = 'running', epoch = epoch + 1, attempts = attempts + 1, "
+        "crashes = crashes + (status = 'running' AND lease_expires_at IS NOT NULL), owner = ?, "
         "lease_seconds = ?, lease_expires_at = ?, updated_at = ? "
         f"WHERE namespace = ? AND run_id = ? AND {_INTERRUPTED}",
         (owner, lease, now + lease, now, namespace, run_id, now),

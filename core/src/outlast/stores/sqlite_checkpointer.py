@@ -60,16 +60,17 @@ class SqliteCheckpointer:
         self._cursor = delta.after
         return cancel_requested
 
-    async def complete(self, result: JSON) -> None:
+    async def complete(self, result: JSON, usage: JSON = None) -> None:
         result_text = codec.dumps(result)
+        usage_text = None if usage is None else codec.dumps(usage)
 
         def job(conn: sqlite3.Connection) -> None:
             with write_transaction(conn):
                 self._owned_update(
                     conn,
-                    "UPDATE runs SET status = 'completed', result = ?, lease_expires_at = NULL, "
-                    "updated_at = ?",
-                    (result_text, time.time()),
+                    "UPDATE runs SET status = 'completed', result = ?, usage = ?, "
+                    "lease_expires_at = NULL, updated_at = ?",
+                    (result_text, usage_text, time.time()),
                 )
                 key = (self._namespace, self._run_id)
                 conn.execute("DELETE FROM messages WHERE namespace = ? AND run_id = ?", key)
@@ -92,6 +93,14 @@ class SqliteCheckpointer:
         return await self._owned_write(
             "UPDATE runs SET lease_expires_at = ? + lease_seconds, updated_at = ?",
             lambda now: (now, now),
+        )
+
+    async def wait(self, request: JSON, timeout: float | None) -> None:
+        request_text = codec.dumps(request)
+        await self._owned_write(
+            "UPDATE runs SET status = 'waiting', wait = ?, delivery = NULL, "
+            "lease_expires_at = ?, updated_at = ?",
+            lambda now: (request_text, None if timeout is None else now + timeout, now),
         )
 
     def _rows(self, delta: Delta) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:

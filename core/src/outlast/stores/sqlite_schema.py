@@ -23,17 +23,18 @@ from outlast.errors import (
     StoreError,
     StoreUnavailable,
 )
+from outlast.messages import JSON
 from outlast.ports import CheckpointState, RunRecord, RunStatus
 
 log = logging.getLogger("outlast.stores.sqlite")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Kept in ``PRAGMA user_version``; a newer one means a newer outlast wrote the file."""
 
 COLUMNS = (
     "namespace, run_id, kind, input, status, epoch, attempts, crashes, owner, lease_seconds, "
     "lease_expires_at, result, error, created_at, updated_at, format_version, incarnation, "
-    "cancel_requested"
+    "cancel_requested, wait, delivery, usage"
 )
 """The ``runs`` columns :func:`record_of` reads, in a SELECT's column list."""
 
@@ -58,6 +59,9 @@ _SCHEMA = (
         crashes          INTEGER NOT NULL DEFAULT 0,
         incarnation      TEXT    NOT NULL DEFAULT '',
         cancel_requested INTEGER NOT NULL DEFAULT 0,
+        wait             TEXT,
+        delivery         TEXT,
+        usage            TEXT,
         PRIMARY KEY (namespace, run_id)
     )
     """,
@@ -180,13 +184,19 @@ def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
 # Upgrades from each older version to the next. Version 1 (outlast 0.1) had
 # no crash count and no incarnation: a run of theirs has crashed 0 times
 # (crashes were not told apart) and the empty incarnation its checkpointers
-# hold. Version 2 had no cancel request.
+# hold. Version 2 had no cancel request; version 3 no waiting runs (their
+# wait, delivery) and no usage.
 _UPGRADES: dict[int, tuple[str, ...]] = {
     1: (
         "ALTER TABLE runs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE runs ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''",
     ),
     2: ("ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",),
+    3: (
+        "ALTER TABLE runs ADD COLUMN wait TEXT",
+        "ALTER TABLE runs ADD COLUMN delivery TEXT",
+        "ALTER TABLE runs ADD COLUMN usage TEXT",
+    ),
 }
 
 
@@ -331,6 +341,11 @@ def record_of(row: sqlite3.Row) -> RunRecord:
     except ValueError as exc:
         raise CorruptCheckpoint(run_id, f"unknown status {row['status']!r}") from exc
     result_text = row["result"]
+
+    def json_of(column: str) -> JSON:
+        text = row[column]
+        return None if text is None else codec.loads(text, run_id)
+
     return RunRecord(
         run_id=run_id,
         namespace=row["namespace"],
@@ -349,6 +364,9 @@ def record_of(row: sqlite3.Row) -> RunRecord:
         error=row["error"],
         incarnation=row["incarnation"],
         cancel_requested=bool(row["cancel_requested"]),
+        wait=json_of("wait"),
+        delivery=json_of("delivery"),
+        usage=json_of("usage"),
     )
 
 
