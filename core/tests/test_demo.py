@@ -54,7 +54,8 @@ def test_sigterm_releases_the_run_and_recovery_continues_it_at_once(
     assert "the record is running, epoch 1, lease released: True" in graceful
     assert "Waiting" not in graceful  # a released run is taken at once
     assert "Skipped finished phases: research, outline" in graceful
-    assert "continued from 6 saved messages" in graceful
+    assert "continued from 7 saved messages" in graceful
+    assert "the model was not asked again" in graceful
     assert "epoch 2" in graceful
     assert FINAL in graceful
     # The phases before the interruption ran once: their replies appear once.
@@ -82,7 +83,7 @@ def test_kill_9_leaves_the_run_leased_and_recovery_waits_for_the_lease(
     assert f"Waiting {leased.group(1)} s for the lease to expire" in crash
     # Then the same record continues: epoch 2, one crash counted, finished phases skipped.
     assert "Skipped finished phases: research, outline" in crash
-    assert "continued from 6 saved messages" in crash
+    assert "continued from 7 saved messages" in crash
     assert "epoch 2" in crash
     assert "Crashes counted: 1" in crash
     assert FINAL in crash

@@ -284,7 +284,7 @@ async def test_complete_error_is_logged_and_never_masks_the_result(
     async def begin(start: RunStart) -> Checkpointer:
         cp = await original(start)
 
-        async def broken_complete(result: JSON) -> None:
+        async def broken_complete(result: JSON, usage: JSON = None) -> None:
             raise StoreUnavailable("complete went nowhere")
 
         cp.complete = broken_complete  # type: ignore[method-assign]
@@ -651,7 +651,9 @@ async def test_a_transient_save_error_is_retried_and_the_run_completes(
     with caplog.at_level(logging.WARNING, "outlast"):
         result = await executor.run("k", run_id="r1")
     assert result.output == "done"
-    assert flaky.attempts == 4  # two failures, then the two saves of the run
+    # two failures, then the run's three saves: the reply (ahead of its tool), the
+    # tool's result, the final reply
+    assert flaky.attempts == 5
     assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
     assert await status_of(store, "r1") is RunStatus.COMPLETED
 
@@ -761,7 +763,8 @@ async def test_save_after_a_claim_raises_lease_lost_and_the_run_leaves_the_new_o
     assert stored.record.status is RunStatus.RUNNING
     assert stored.record.owner == "thief"
     assert stored.record.epoch == 2
-    assert stored.state.history == ()  # the fenced save wrote nothing
+    # the reply was saved ahead of its tool; the fenced save of the result wrote nothing
+    assert [m.role for m in stored.state.history] == ["user", "assistant"]
 
 
 async def test_resume_state_object_is_what_claim_returns(store: CheckpointerFactory) -> None:
@@ -853,16 +856,16 @@ async def test_the_heartbeat_ends_with_its_attempt_even_if_a_renewal_swallows_th
             swallowed.append(True)  # once, as the driver does
         return await real_renew()
 
-    async def complete(result: JSON) -> None:
+    async def complete(result: JSON, usage: JSON = None) -> None:
         raise StoreUnavailable("the store restarted just now")
 
     cp.renew = renew  # type: ignore[method-assign]
     cp.complete = complete  # type: ignore[method-assign]
     attempt = RunAttempt(cp, lease=1.0, renew_interval=0.01)
 
-    async def body() -> tuple[JSON, list[Message], tuple[PhaseOutput, ...]]:
+    async def body() -> tuple[JSON, list[Message], tuple[PhaseOutput, ...], dict[str, int]]:
         await in_renew.wait()  # end the run while a renewal is in flight
-        return "out", [], ()
+        return "out", [], (), {}
 
     await attempt.run(body())
     assert swallowed == [True]

@@ -13,6 +13,7 @@ from outlast.errors import (
     DeadlineExceeded,
     LeaseLost,
     ModelError,
+    NotWaiting,
     OutlastError,
     PoisonRun,
     ResultTimeout,
@@ -22,30 +23,35 @@ from outlast.errors import (
     RunFailed,
     RunFinished,
     RunNotFound,
+    RunWaiting,
     Shutdown,
     StepLimitExceeded,
     StoreError,
     StoreUnavailable,
     UnknownBackend,
+    WaitTimedOut,
 )
 from outlast.events import Event, EventKind
 from outlast.executor import Executor
 from outlast.hookspecs import hookimpl
 from outlast.messages import JSON, Message, PhaseOutput, ToolCall
-from outlast.model import Model, ScriptedModel, Tool, ToolError
+from outlast.model import Model, ScriptedModel
 from outlast.plugins import backends, broken_plugins, open
 from outlast.ports import DEFAULT_NAMESPACE, RunPage, RunRecord, RunStatus, StoredRun
 from outlast.recovery import RecoveryReport
 from outlast.runs import Agent, Phase, Plan, RunResult
 from outlast.store import Store
 from outlast.throttle import ThrottledCheckpointer
+from outlast.tools import Tool, ToolContext, ToolError
 from outlast.urls import DEFAULT_URL, BackendInfo
+from outlast.waiting import AwaitInput
 
 __all__ = [
     "DEFAULT_NAMESPACE",
     "DEFAULT_URL",
     "JSON",
     "Agent",
+    "AwaitInput",
     "BackendInfo",
     "Cancelled",
     "ConfigurationError",
@@ -59,6 +65,7 @@ __all__ = [
     "Message",
     "Model",
     "ModelError",
+    "NotWaiting",
     "OutlastError",
     "Phase",
     "PhaseOutput",
@@ -76,6 +83,7 @@ __all__ = [
     "RunRecord",
     "RunResult",
     "RunStatus",
+    "RunWaiting",
     "ScriptedModel",
     "Shutdown",
     "StepLimitExceeded",
@@ -86,8 +94,10 @@ __all__ = [
     "ThrottledCheckpointer",
     "Tool",
     "ToolCall",
+    "ToolContext",
     "ToolError",
     "UnknownBackend",
+    "WaitTimedOut",
     "backends",
     "broken_plugins",
     "hookimpl",

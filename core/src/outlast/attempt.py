@@ -19,7 +19,14 @@ none, it raised       —: the run's own error (model, tool,      ``fail``
                       LeaseLost
 ``STORE_DOWN``        a save that could not reach the store     nothing: left
                       while the lease lasted                    ``running``
+none, it parked       a tool asking for outside input           ``wait``
+                      (:mod:`outlast.waiting`)
 ====================  ========================================  ===============
+
+Before a tool starts, :meth:`RunAttempt.ensure_owned` checks that the lease
+this worker last renewed is still live by its own clock; a paused worker
+whose lease ran out renews first, and stops (LeaseLost) when another worker
+took the run meanwhile: it never starts a tool of a run it lost.
 """
 
 from __future__ import annotations
@@ -36,12 +43,21 @@ from typing import Any, TypeVar
 
 from outlast import ids, transitions
 from outlast.bodies import Output
-from outlast.errors import Cancelled, LeaseLost, Shutdown, StoreError, StoreUnavailable
+from outlast.errors import (
+    Cancelled,
+    LeaseLost,
+    RunError,
+    RunWaiting,
+    Shutdown,
+    StoreError,
+    StoreUnavailable,
+)
 from outlast.events import EventKind
 from outlast.messages import JSON
 from outlast.observing import observed
 from outlast.ports import Checkpointer, CheckpointState
 from outlast.throttle import ThrottledCheckpointer
+from outlast.waiting import Parked
 
 log = logging.getLogger("outlast.executor")
 
@@ -132,7 +148,16 @@ class RunAttempt:
         done = error is None and (
             self.stop is None or self.stop.reason is not StopReason.LEASE_LOST
         )
-        await uninterrupted(self._finalize(output[0] if output and done else None, done, error))
+        if isinstance(error, Parked) and self.checkpointer is None:
+            error = RunError(
+                "a tool asked for outside input, but this run has no store to wait in; "
+                "give the Executor a store (outlast.open(url))"
+            )
+        ended = output if output and done else None
+        counts: dict[str, JSON] = dict(ended[3]) if ended else {}
+        await uninterrupted(
+            self._finalize(ended[0] if ended else None, done, error, counts or None)
+        )
         return self._outcome(output, done, error)
 
     async def _stop_heartbeat(self, heartbeat: asyncio.Task[None]) -> None:
@@ -165,6 +190,8 @@ class RunAttempt:
             return output
         if stop is None:
             assert error is not None
+            if isinstance(error, Parked):
+                raise RunWaiting(self._run_id, error.request.get("request"))
             raise error
         if stop.reason is StopReason.SHUTDOWN:
             raise Shutdown("the run was interrupted by host shutdown and released for recovery")
@@ -245,6 +272,7 @@ class RunAttempt:
             await asyncio.sleep(self.renew_interval)
             if not self._beating:  # the attempt ended (its cancel may have been swallowed)
                 return
+            sent = time.monotonic()  # the store's lease runs from after this moment
             try:
                 cancel_requested = await cp.renew()
             except LeaseLost as exc:
@@ -255,15 +283,51 @@ class RunAttempt:
             except Exception as exc:  # noqa: BLE001 - a heartbeat blip must not kill the run
                 log.warning("outlast: lease renewal of run %s failed: %s", cp.run_id, exc)
             else:
-                self._owned_until = time.monotonic() + self.lease
+                self._owned_until = sent + self.lease
                 if cancel_requested:
                     log.info("outlast: run %s was cancelled by request; stopping it", cp.run_id)
                     self.request_stop(StopReason.CANCEL_REQUESTED)
                     return
 
+    async def ensure_owned(self) -> None:
+        """Raise unless this worker still owns the run (called before a tool starts).
+
+        Owned while the lease the last successful renewal (or the begin or
+        claim) bought is live by this process's clock. Past it (a paused or
+        starved worker), renew now: LeaseLost (another worker took the run)
+        stops the attempt, as does a store that cannot be reached (the tool
+        must not start unowned); a renewal reporting a cancel request stops
+        it as cancelled.
+        """
+        cp = self.checkpointer
+        if cp is None or time.monotonic() < self._owned_until:
+            return
+        sent = time.monotonic()
+        try:
+            cancel_requested = await uninterrupted(cp.renew())
+        except LeaseLost as exc:
+            log.warning(
+                "outlast: run %s was taken over while this worker was not renewing (%s); "
+                "no tool is started",
+                cp.run_id,
+                exc,
+            )
+            observed_lost(cp, exc)
+            self.request_stop(StopReason.LEASE_LOST, exc)
+            raise
+        except Exception as exc:
+            self.request_stop(StopReason.STORE_DOWN, exc)
+            raise
+        self._owned_until = sent + self.lease
+        if cancel_requested:
+            self.request_stop(StopReason.CANCEL_REQUESTED)
+            raise Cancelled(f"run {cp.run_id} was cancelled by request")
+
     # -- finalization -----------------------------------------------------------
 
-    async def _finalize(self, output: JSON, done: bool, error: BaseException | None) -> None:
+    async def _finalize(
+        self, output: JSON, done: bool, error: BaseException | None, usage: JSON
+    ) -> None:
         cp = self.checkpointer
         if cp is None:
             return
@@ -278,18 +342,31 @@ class RunAttempt:
             return
         if stop is not None and stop.reason is StopReason.STORE_DOWN:
             return  # the store is unreachable: the run stays running for recovery
-        await finish(cp, output, done, error, stop)
+        await finish(cp, output, done, error, stop, usage)
 
 
 async def finish(
-    cp: Checkpointer, output: JSON, done: bool, error: BaseException | None, stop: Stop | None
+    cp: Checkpointer,
+    output: JSON,
+    done: bool,
+    error: BaseException | None,
+    stop: Stop | None,
+    usage: JSON = None,
 ) -> None:
-    """Write the record's end: complete, release or fail. A store error here is
-    logged and never masks the run's own result or error."""
+    """Write the record's end: complete, release, park (wait) or fail. A store
+    error here is logged and never masks the run's own result or error."""
     try:
         if done:
             await observed(
-                EventKind.COMPLETE, cp.run_id, cp.namespace, cp.epoch, cp.complete(output)
+                EventKind.COMPLETE, cp.run_id, cp.namespace, cp.epoch, cp.complete(output, usage)
+            )
+        elif stop is None and isinstance(error, Parked):
+            await observed(
+                EventKind.WAIT,
+                cp.run_id,
+                cp.namespace,
+                cp.epoch,
+                cp.wait(error.request, error.timeout),
             )
         elif stop is not None and stop.reason is StopReason.SHUTDOWN:
             await observed(EventKind.RELEASE, cp.run_id, cp.namespace, cp.epoch, cp.release())

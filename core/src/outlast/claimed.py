@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from outlast import transitions
 from outlast.attempt import TRANSIENT, finish
-from outlast.errors import Cancelled, LeaseLost, PoisonRun, Shutdown, StoreError
+from outlast.errors import Cancelled, LeaseLost, PoisonRun, RunWaiting, Shutdown, StoreError
 from outlast.events import Event, EventKind
 from outlast.plugins import emit
 from outlast.ports import Claim
@@ -37,6 +37,8 @@ class Outcome(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     RELEASED = "released"
+    WAITING = "waiting"
+    """Parked: a tool asked for outside input (see :mod:`outlast.waiting`)."""
     LEFT = "left"
     """Stopped and left running for recovery: the store became unreachable,
     or another worker took the run over."""
@@ -77,9 +79,13 @@ async def continue_claimed(executor: Executor, claim: Claim, started: float) -> 
         await finish(cp, None, False, refused, None)
         return Ended(Outcome.FAILED, error=refused)
     try:
-        result = await executor.run(record.kind, record.input, resume=claim.resume, checkpointer=cp)
+        result = await executor.run(
+            record.kind, record.input, resume=claim.resume, checkpointer=cp, claimed=record
+        )
     except Shutdown as exc:
         return Ended(Outcome.RELEASED, error=exc)
+    except RunWaiting as exc:
+        return Ended(Outcome.WAITING, error=exc)
     except LEFT_RUNNING as exc:
         return Ended(Outcome.LEFT, error=exc)
     except Exception as exc:  # noqa: BLE001 - one run's failure must not stop the others

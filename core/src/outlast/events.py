@@ -12,6 +12,7 @@ class EventKind(enum.StrEnum):
     COMPLETE = "complete"
     FAIL = "fail"
     RELEASE = "release"
+    WAIT = "wait"
     CLAIM = "claim"
     LEASE_LOST = "lease_lost"
 

@@ -55,6 +55,7 @@ from outlast.ports import (
 from outlast.recovery import RecoveryProgress, RecoveryReport, recover
 from outlast.registry import Registry
 from outlast.runs import Builder, RunDefinition, RunResult
+from outlast.steps import RunScope
 from outlast.throttle import ThrottledCheckpointer
 from outlast.worker import WorkerStats
 
@@ -162,15 +163,17 @@ class Executor:
         run_id: str | None = None,
         resume: ResumeState | None = None,
         checkpointer: Checkpointer | None = None,
+        claimed: RunRecord | None = None,
     ) -> RunResult:
         """Run ``kind`` on ``input`` to its end and return its result.
 
         A fresh run begins a durable record (``run_id`` defaults to a new
         uuid). A run id is an idempotency key: an id that exists never runs
         again (see :mod:`outlast.idempotency`). A recovered run passes the
-        claim's ``checkpointer`` and ``resume`` state: it continues on the
-        SAME record. Raises the run's error after finalizing; Shutdown when
-        it was released.
+        claim's ``checkpointer``, ``resume`` state and ``claimed`` record: it
+        continues on the SAME record. Raises the run's error after
+        finalizing; Shutdown when it was released; RunWaiting when a tool
+        asked for outside input and the run now waits for it.
         """
         if self._shutting_down:
             if checkpointer is not None:  # a claimed run: hand it back at once
@@ -193,9 +196,18 @@ class Executor:
         self._attempts.add(attempt)
         if self.shutting_down:  # shutdown() came while begin was in flight
             attempt.request_stop(StopReason.SHUTDOWN)
+        scope = RunScope(
+            run_id=run_id,
+            namespace=cp.namespace if cp is not None else self.namespace,
+            kind=kind,
+            attempt=claimed.attempts if claimed is not None else 1,
+            wait=claimed.wait if claimed is not None else None,
+            delivery=claimed.delivery if claimed is not None else None,
+            ensure_owned=attempt.ensure_owned,
+        )
         try:
-            output, transcript, phases = await attempt.run(
-                run_body(self.registry, kind, input, resume, attempt.save)
+            output, transcript, phases, usage = await attempt.run(
+                run_body(self.registry, kind, input, resume, attempt.save, scope)
             )
         finally:
             self._attempts.discard(attempt)
@@ -209,6 +221,7 @@ class Executor:
             durable=cp is not None,
             resumed=checkpointer is not None,
             skipped_phases=len(resume.completed_phases) if resume else 0,
+            usage=usage,
         )
 
     # -- a fleet ------------------------------------------------------------------
@@ -231,6 +244,16 @@ class Executor:
         unknown id raises RunNotFound.
         """
         return await submission.result(self._store(), run_id, self.namespace, timeout)
+
+    async def send(self, run_id: str, payload: JSON) -> RunRecord:
+        """Deliver outside input to a run waiting for it (a tool raised
+        AwaitInput): ``payload`` becomes that tool call's result, and the run
+        is claimable at once by any worker. Delivered once: a run that is
+        not waiting (a second send included) raises NotWaiting; an unknown
+        one RunNotFound. Returns the record after the delivery."""
+        return await submission.send(
+            self._store(), ids.check_run_id(run_id), self.namespace, payload
+        )
 
     async def cancel(self, run_id: str) -> RunRecord:
         """Cancel a run: failed at once when nobody owns it, else by its owner

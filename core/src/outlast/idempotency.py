@@ -23,6 +23,7 @@ import time
 from outlast.errors import CorruptCheckpoint, RunExists, RunFailed
 from outlast.ports import CheckpointerFactory, RunRecord, RunStart, RunStatus
 from outlast.runs import RunResult
+from outlast.submission import usage_of
 
 
 async def existing_run(store: CheckpointerFactory, start: RunStart) -> RunResult | None:
@@ -52,6 +53,7 @@ async def existing_run(store: CheckpointerFactory, start: RunStart) -> RunResult
             epoch=record.epoch,
             durable=True,
             ran=False,
+            usage=usage_of(record),
         )
     if record.status is RunStatus.FAILED:
         raise RunFailed(record.run_id, record.error or "(no error text)")
@@ -61,6 +63,12 @@ async def existing_run(store: CheckpointerFactory, start: RunStart) -> RunResult
 def status_of(record: RunRecord, now: float | None = None) -> str:
     """How a running run stands, in words, for errors and the CLI."""
     now = time.time() if now is None else now
+    if record.status is RunStatus.WAITING:
+        asked = record.wait.get("request") if isinstance(record.wait, dict) else record.wait
+        return (
+            f"it is waiting for input ({asked!r:.120}): deliver it with Executor.send or "
+            f"`outlast runs send {record.run_id} JSON`"
+        )
     if record.queued:
         return "it is queued: submitted, waiting for a worker (Executor.result waits for it)"
     if record.lease_expires_at is None:

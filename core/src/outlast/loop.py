@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
-from outlast import codec
 from outlast.errors import CriticKilled, ModelError, OutlastError, ResumeMismatch, StepLimitExceeded
-from outlast.messages import JSON, Message, PhaseOutput, ToolCall
-from outlast.model import Model, Tool, ToolError
+from outlast.messages import JSON, MARKER, Message, PhaseOutput
+from outlast.model import Model
 from outlast.ports import CheckpointState, ResumeState
 from outlast.runs import Critic, Plan
+from outlast.steps import RunScope, StepCalls, Tally, unfinished_step, with_call_ids
+from outlast.tools import Tool
 
 Checkpoint = Callable[[CheckpointState], Awaitable[None]]
 
@@ -28,33 +30,67 @@ async def run_loop(
     max_steps: int,
     critic: Critic | None,
     checkpoint: Callable[[Sequence[Message]], Awaitable[None]],
+    scope: RunScope | None = None,
+    segment: int = 0,
+    tool_concurrency: int = 4,
+    tally: Tally | None = None,
 ) -> Message:
     """Ask the model, run the tools it calls, repeat until a reply calls none.
 
-    ``transcript`` is extended in place and handed to ``checkpoint`` after
-    every step (a reply plus its tool results). A transcript that already
-    ends with a final reply (restored from a checkpoint) finishes at once.
-    Steps already in the transcript count against ``max_steps``.
+    ``transcript`` is extended in place and handed to ``checkpoint`` as each
+    step goes (see :mod:`outlast.steps`): the reply before any of its tools
+    runs, each tool result as it completes. A transcript that already ends
+    with a final reply (restored from a checkpoint) finishes at once; one
+    that ends with a reply whose calls lack results runs only those calls.
+    Steps already in the transcript count against ``max_steps``. ``segment``
+    is the transcript's number in the run (the phase's index for a plan);
+    ``tally`` (counted from the transcript when not given) ends holding the
+    loop's usage.
     """
+    scope = scope or RunScope()
     by_name = {tool.name: tool for tool in tools}
     specs = [tool.spec for tool in tools]
+    tally = tally or Tally.of(transcript)
+
+    async def finish_calls(position: int, scope: RunScope) -> None:
+        await StepCalls(
+            tools=by_name,
+            transcript=transcript,
+            position=position,
+            segment=segment,
+            scope=scope,
+            save=checkpoint,
+            concurrency=tool_concurrency,
+        ).run()
+        await _judge(critic, transcript)
+
+    unfinished = unfinished_step(transcript)
+    if unfinished is not None:  # a step a crash or a wait cut short: its input is for it
+        await finish_calls(unfinished, scope)
+    scope = replace(scope, wait=None, delivery=None)
     while True:
         if transcript and transcript[-1].role == "assistant" and not transcript[-1].tool_calls:
             return transcript[-1]
-        steps = sum(1 for message in transcript if message.role == "assistant")
-        if steps >= max_steps:
+        if tally.steps >= max_steps:
             raise StepLimitExceeded(f"the model/tool loop used all {max_steps} steps")
-        reply = await _ask(model, transcript, specs)
-        step = [reply]
-        for call in reply.tool_calls:
-            step.append(await _call(by_name, call))
-        transcript.extend(step)
-        await checkpoint(transcript)
-        if critic is not None:
-            verdict = critic(transcript)
-            reason = await verdict if inspect.isawaitable(verdict) else verdict
-            if reason:
-                raise CriticKilled(f"the critic stopped the run: {reason}")
+        shown = transcript if not tally.notes else [m for m in transcript if m.role != MARKER]
+        reply = await _ask(model, shown, specs)
+        reply = with_call_ids(reply, tally.call_ids, segment, len(transcript))
+        transcript.append(reply)
+        tally.add(reply)
+        await checkpoint(transcript)  # durable before any tool runs: never asked again
+        if reply.tool_calls:
+            await finish_calls(len(transcript) - 1, scope)
+        else:
+            await _judge(critic, transcript)
+
+
+async def _judge(critic: Critic | None, transcript: Sequence[Message]) -> None:
+    if critic is not None:
+        verdict = critic(transcript)
+        reason = await verdict if inspect.isawaitable(verdict) else verdict
+        if reason:
+            raise CriticKilled(f"the critic stopped the run: {reason}")
 
 
 async def _ask(
@@ -71,28 +107,13 @@ async def _ask(
     return reply
 
 
-async def _call(tools: dict[str, Tool], call: ToolCall) -> Message:
-    tool = tools.get(call.name)
-    if tool is None:
-        known = ", ".join(sorted(tools)) or "none"
-        return Message.tool(
-            call.id, call.name, f"error: no tool named {call.name!r} (tools: {known})"
-        )
-    try:
-        result = await tool.call(call.arguments)
-    except ToolError as exc:
-        return Message.tool(call.id, call.name, f"error: {exc}")
-    return Message.tool(
-        call.id, call.name, result if isinstance(result, str) else codec.dumps(result)
-    )
-
-
 async def run_plan(
     *,
     plan: Plan,
     input: JSON,
     resume: ResumeState | None,
     checkpoint: Checkpoint,
+    scope: RunScope | None = None,
 ) -> tuple[tuple[PhaseOutput, ...], list[Message]]:
     """Run the plan's phases in order; returns the outputs and the last transcript.
 
@@ -119,6 +140,7 @@ async def run_plan(
         ) -> None:
             await checkpoint(CheckpointState(tuple(history), done))
 
+        tally = Tally.of(transcript)
         final = await run_loop(
             model=plan.model,
             tools=phase.tools,
@@ -126,9 +148,13 @@ async def run_plan(
             max_steps=phase.max_steps or plan.max_steps,
             critic=plan.critic,
             checkpoint=save_step,
+            scope=scope,
+            segment=index,
+            tool_concurrency=plan.tool_concurrency,
+            tally=tally,
         )
         summary = phase.summarize(transcript) if phase.summarize else None
-        outputs.append(PhaseOutput(phase.name, final.text, summary))
+        outputs.append(PhaseOutput(phase.name, final.text, summary, tally.usage or None))
         await checkpoint(CheckpointState((), tuple(outputs)))
     return tuple(outputs), transcript
 

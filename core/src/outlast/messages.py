@@ -59,6 +59,7 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
     meta: JSONObject = field(default_factory=dict)
+    usage: dict[str, int] | None = None
 
     @classmethod
     def system(cls, content: str, **meta: JSON) -> Message:
@@ -70,13 +71,23 @@ class Message:
 
     @classmethod
     def assistant(
-        cls, content: str | None = None, tool_calls: tuple[ToolCall, ...] = (), **meta: JSON
+        cls,
+        content: str | None = None,
+        tool_calls: tuple[ToolCall, ...] = (),
+        *,
+        usage: dict[str, int] | None = None,
+        **meta: JSON,
     ) -> Message:
-        return cls("assistant", content, tool_calls=tool_calls, meta=dict(meta))
+        return cls("assistant", content, tool_calls=tool_calls, meta=dict(meta), usage=usage)
 
     @classmethod
     def tool(cls, tool_call_id: str, name: str, content: str) -> Message:
         return cls("tool", content, tool_call_id=tool_call_id, name=name)
+
+    @classmethod
+    def started(cls, tool_call_id: str, name: str) -> Message:
+        """The executor's durable note that a ``retry=False`` tool call started."""
+        return cls(MARKER, None, tool_call_id=tool_call_id, name=name, meta={"started": True})
 
     @property
     def text(self) -> str:
@@ -103,6 +114,8 @@ class Message:
             data["name"] = self.name
         if self.meta:
             data["meta"] = self.meta
+        if self.usage is not None:
+            data["usage"] = dict(self.usage)
         return data
 
     @classmethod
@@ -118,19 +131,39 @@ class Message:
             tool_call_id=obj.get("tool_call_id"),
             name=obj.get("name"),
             meta=_object(obj.get("meta", {}), "message meta"),
+            usage=_usage(obj.get("usage")),
         )
+
+
+MARKER = "outlast"
+"""The role of the executor's bookkeeping messages (never shown to a model)."""
+
+
+def _usage(value: object) -> dict[str, int] | None:
+    if value is None:
+        return None
+    counts = _object(value, "message usage")
+    for name, count in counts.items():
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise ValueError(f"usage {name!r} must be an integer count, got {count!r:.40}")
+    return dict(counts)
 
 
 @dataclass(frozen=True, slots=True)
 class PhaseOutput:
-    """What a completed phase hands to the phases after it."""
+    """What a completed phase hands to the phases after it. ``usage`` is the
+    token usage the phase's replies reported, summed."""
 
     name: str
     output: JSON
     summary: str | None = None
+    usage: dict[str, int] | None = None
 
     def to_json(self) -> JSONObject:
-        return {"name": self.name, "output": self.output, "summary": self.summary}
+        data: JSONObject = {"name": self.name, "output": self.output, "summary": self.summary}
+        if self.usage is not None:
+            data["usage"] = dict(self.usage)
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> PhaseOutput:
@@ -140,4 +173,5 @@ class PhaseOutput:
             name=str(obj["name"]),
             output=obj.get("output"),
             summary=None if summary is None else str(summary),
+            usage=_usage(obj.get("usage")),
         )

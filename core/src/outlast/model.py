@@ -1,53 +1,21 @@
-"""The model side of a run: the ``Model`` protocol, tools, and a scripted model.
+"""The model side of a run: the ``Model`` protocol and a scripted model.
 
 A model takes the transcript and the tool specs and returns one assistant
 message. Real model clients implement :class:`Model`; :class:`ScriptedModel`
-is the deterministic one the tests and the demo use.
+is the deterministic one the tests and the demo use. Tools are
+:mod:`outlast.tools` (``Tool`` and ``ToolError`` are importable from here too).
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from outlast.errors import ModelError
-from outlast.messages import JSON, JSONObject, Message
+from outlast.messages import JSONObject, Message
+from outlast.tools import Tool, ToolError, ToolHandler
 
-
-class ToolError(Exception):
-    """Raised by a tool handler to report a problem to the model instead of
-    ending the run."""
-
-
-ToolHandler = Callable[[JSONObject], "JSON | Awaitable[JSON]"]
-
-
-@dataclass(frozen=True, slots=True)
-class Tool:
-    """A tool the model may call: its spec, and the handler that runs it.
-
-    The handler gets the call's arguments and returns a JSON result (plain or
-    awaitable). To report a problem to the model (it sees ``"error: ..."`` as
-    the tool's result and may try again), raise :class:`ToolError`; any other
-    exception ends the run, which is then failed.
-    """
-
-    name: str
-    description: str
-    handler: ToolHandler = field(repr=False)
-    parameters: JSONObject = field(default_factory=lambda: {"type": "object", "properties": {}})
-
-    @property
-    def spec(self) -> JSONObject:
-        return {"name": self.name, "description": self.description, "parameters": self.parameters}
-
-    async def call(self, arguments: JSONObject) -> JSON:
-        result = self.handler(arguments)
-        if inspect.isawaitable(result):
-            return await result
-        return result
+__all__ = ["Model", "ScriptedModel", "Tool", "ToolError", "ToolHandler"]
 
 
 @runtime_checkable

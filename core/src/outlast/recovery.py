@@ -34,7 +34,8 @@ class RecoveryReport:
     handed back mid-recovery (recoverable at once). ``left``: runs that
     stopped because the store became unreachable or another worker took them
     over (still running). ``skipped``: claimable runs left for a worker that
-    registers their kind, with why.
+    registers their kind, with why. ``waiting``: runs that now wait for
+    outside input (a tool asked for it; ``Executor.send`` continues them).
     """
 
     results: list[RunResult] = field(default_factory=list)
@@ -42,6 +43,7 @@ class RecoveryReport:
     released: list[str] = field(default_factory=list)
     left: dict[str, BaseException] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    waiting: list[str] = field(default_factory=list)
 
 
 RecoveryProgress = Callable[[RunRecord, str], None]
@@ -74,6 +76,8 @@ async def recover(
             report.results.append(ended.result)
         elif ended.outcome is Outcome.RELEASED:
             report.released.append(run_id)
+        elif ended.outcome is Outcome.WAITING:
+            report.waiting.append(run_id)
         elif ended.outcome is Outcome.LEFT:
             assert ended.error is not None
             report.left[run_id] = ended.error

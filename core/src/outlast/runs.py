@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 from outlast import codec
 from outlast.messages import JSON, Message, PhaseOutput
-from outlast.model import Model, Tool
+from outlast.model import Model
+from outlast.tools import Tool
 
 Critic = Callable[[Sequence[Message]], "str | Awaitable[str | None] | None"]
 """Called after every step with the transcript; return a reason to kill the run, or None."""
@@ -26,8 +27,9 @@ class Agent:
 
     The loop opens with ``system`` (if any) and the messages ``prompt`` builds
     from the run's input (default: the input as one user message), then asks
-    the model for a reply, runs the tools it calls, and repeats until a reply
-    calls no tool. That reply's text is the run's output.
+    the model for a reply, runs the tools it calls (at most
+    ``tool_concurrency`` at once), and repeats until a reply calls no tool.
+    That reply's text is the run's output.
     """
 
     model: Model
@@ -37,6 +39,10 @@ class Agent:
     max_steps: int = 20
     deadline: float | None = None
     critic: Critic | None = None
+    tool_concurrency: int = 4
+
+    def __post_init__(self) -> None:
+        _check_concurrency(self.tool_concurrency)
 
     def opening(self, input: JSON) -> list[Message]:
         messages = [Message.system(self.system)] if self.system else []
@@ -77,10 +83,12 @@ class Plan:
     max_steps: int = 20
     deadline: float | None = None
     critic: Critic | None = None
+    tool_concurrency: int = 4
 
     def __post_init__(self) -> None:
         if not self.phases:
             raise ValueError("a Plan needs at least one Phase")
+        _check_concurrency(self.tool_concurrency)
 
     def opening(self, phase: Phase, input: JSON, earlier: Sequence[PhaseOutput]) -> list[Message]:
         messages = [Message.system(self.system)] if self.system else []
@@ -108,6 +116,11 @@ class Plan:
         return messages
 
 
+def _check_concurrency(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"tool_concurrency must be an integer >= 1, got {value!r}")
+
+
 RunDefinition = Agent | Plan
 Builder = Callable[[JSON], "RunDefinition | Awaitable[RunDefinition]"]
 """Builds the definition from the run's input; an error here is a build error
@@ -123,7 +136,9 @@ class RunResult:
     reached). ``skipped_phases`` counts the completed phases restored instead
     of re-run. ``ran`` is False when nothing ran: the run id had completed
     before, and ``output`` is its stored result (its transcript and phases
-    were cleared when it completed).
+    were cleared when it completed). ``usage`` is the token usage the
+    run's model replies reported, summed over the whole run (every attempt,
+    each reply once).
     """
 
     run_id: str
@@ -136,3 +151,4 @@ class RunResult:
     resumed: bool = False
     skipped_phases: int = 0
     ran: bool = True
+    usage: dict[str, int] = field(default_factory=dict)

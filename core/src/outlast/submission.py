@@ -12,6 +12,8 @@ These never run anything themselves; workers (:mod:`outlast.worker`) do.
   rarely the longer the wait.
 * ``cancel`` fails a run nobody owns at once, or asks its owner to (it does
   at its next save or lease renewal).
+* ``send`` delivers outside input to a run waiting for it (see
+  :mod:`outlast.waiting`), once.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from outlast import ids
+from outlast import codec, ids
 from outlast.errors import ResultTimeout, RunExists, RunFailed, RunNotFound
 from outlast.messages import JSON
 from outlast.ports import (
@@ -95,7 +97,23 @@ def finished(record: RunRecord) -> RunResult:
         epoch=record.epoch,
         durable=True,
         ran=False,
+        usage=usage_of(record),
     )
+
+
+def usage_of(record: RunRecord) -> dict[str, int]:
+    """A completed record's stored usage (empty when it has none)."""
+    stored = record.usage
+    if not isinstance(stored, dict):
+        return {}
+    return {k: v for k, v in stored.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+async def send(store: CheckpointerFactory, run_id: str, namespace: str, payload: JSON) -> RunRecord:
+    """Deliver ``payload`` to the waiting run ``run_id`` (stored as the
+    record's ``delivery``, ``{"payload": payload}``); the record after it."""
+    codec.dumps(payload)  # not JSON: ValueError before the store is asked
+    return await store.send(run_id, {"payload": payload}, namespace)
 
 
 def start_of(kind: str, input: JSON, run_id: str, namespace: str, lease: float) -> RunStart:

@@ -79,7 +79,8 @@ class ExecutorOutcomeTests(StoreFixtures):
         self, factory: CheckpointerFactory, namespace: str
     ) -> None:
         """A tool raising ends the run: the caller gets the exception, the
-        record is ``failed`` with its text, and the steps before it are kept."""
+        record is ``failed`` with its text, and the steps before it are kept,
+        with the reply that called the tool (saved before the tool ran)."""
 
         def explode(arguments: JSONObject) -> JSON:
             raise RuntimeError("disk on fire")
@@ -96,7 +97,8 @@ class ExecutorOutcomeTests(StoreFixtures):
         stored = await must_load(factory, run_id, namespace)
         assert stored.record.status is RunStatus.FAILED
         assert stored.record.error is not None and "disk on fire" in stored.record.error
-        assert [m.role for m in stored.state.history] == ["user", "assistant", "tool"]
+        roles = [m.role for m in stored.state.history]
+        assert roles == ["user", "assistant", "tool", "assistant"]
         assert run_id not in await interrupted_ids(factory, namespace)
 
     @pytest.mark.asyncio
@@ -404,4 +406,5 @@ class ExecutorOutcomeTests(StoreFixtures):
         assert (record.status, record.epoch, record.owner) == (RunStatus.RUNNING, 2, "worker-b")
         assert record.lease_expires_at is not None and record.error is None
         assert stored.state.history == claims[0].resume.history
-        assert [m.role for m in stored.state.history] == ["user", "assistant", "tool"]
+        roles = [m.role for m in stored.state.history]  # the steal's reply was saved ahead
+        assert roles == ["user", "assistant", "tool", "assistant"]
