@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -18,12 +18,15 @@ from outlast.adapter import (
     CorruptCheckpoint,
     LeaseLost,
     Message,
+    NotWaiting,
     RunFinished,
     RunStart,
     RunStatus,
     transitions,
 )
 from outlast_postgres import PostgresStore
+
+T = TypeVar("T")
 
 RACERS = 8
 HANG_GUARD = 30.0
@@ -343,21 +346,33 @@ async def test_a_write_refused_by_a_claim_committed_while_it_waited_says_which_e
     assert loaded.state == CheckpointState()
 
 
-async def cancel_while_held(
-    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str, assignments: str
-) -> asyncio.Task[Any]:
-    """Start ``store.cancel("r")`` while ``db`` holds run r's row updated by
-    ``assignments`` (an owner's write, not committed yet); commit once the
-    cancel waits for the row. The cancel's task."""
+async def while_held(
+    db: psycopg.AsyncConnection[Any],
+    schema: str,
+    assignments: str,
+    operation: Awaitable[T],
+) -> asyncio.Task[T]:
+    """Start ``operation`` (on run r) while ``db`` holds run r's row updated
+    by ``assignments`` (another writer's write, not committed yet); commit
+    once the operation waits for the row. The operation's task."""
     async with db.transaction():
         await db.execute(
             sql.SQL("UPDATE {} SET {} WHERE run_id = 'r'").format(
                 sql.Identifier(schema, "runs"), sql.SQL(assignments)
             )
         )
-        cancelling = asyncio.create_task(store.cancel("r"))
+        running = asyncio.ensure_future(operation)
         await wait_until(lambda: blocked_by(db, db.info.backend_pid))
-    return cancelling
+    return running
+
+
+async def cancel_while_held(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str, assignments: str
+) -> asyncio.Task[Any]:
+    """Start ``store.cancel("r")`` while ``db`` holds run r's row updated by
+    ``assignments`` (an owner's write, not committed yet); commit once the
+    cancel waits for the row. The cancel's task."""
+    return await while_held(db, schema, assignments, store.cancel("r"))
 
 
 @pytest.mark.asyncio
@@ -404,3 +419,56 @@ async def test_leases_are_measured_by_the_server_clock(store: PostgresStore) -> 
     renewed = await store.load("r")
     assert renewed is not None
     assert renewed.record.lease_expires_at == pytest.approx(renewed.record.updated_at + 42.5)
+
+
+@pytest.mark.asyncio
+async def test_a_cancel_that_waited_for_a_wait_fails_the_run_at_once(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    await store.begin(RunStart(run_id="r", kind="k", lease=3600))
+    # The cancel's snapshot sees a live lease; the row it locks waits for input
+    # (with a timeout far off): nobody owns it, so it is failed at once.
+    cancelling = await cancel_while_held(
+        store,
+        db,
+        schema,
+        "status = 'waiting', wait = '\"ask\"', lease_expires_at = now() + interval '1 hour'",
+    )
+    async with asyncio.timeout(HANG_GUARD):
+        after = await cancelling
+    assert (after.status, after.error, after.epoch) == (RunStatus.FAILED, transitions.CANCELLED, 2)
+    assert (after.lease_expires_at, after.wait) == (None, "ask")
+
+
+@pytest.mark.asyncio
+async def test_a_send_that_waited_for_another_send_finds_the_run_running(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    cp = await store.begin(RunStart(run_id="r", kind="k", lease=3600))
+    await cp.wait("ask", None)
+    # The send's snapshot sees the run waiting; the row it locks was sent to.
+    sending = await while_held(
+        db,
+        schema,
+        "status = 'running', delivery = '\"first\"', lease_expires_at = NULL",
+        store.send("r", "second"),
+    )
+    async with asyncio.timeout(HANG_GUARD):
+        with pytest.raises(NotWaiting, match="running") as caught:
+            await sending
+    assert caught.value.status == "running"
+    loaded = await store.load("r")
+    assert loaded is not None
+    assert (loaded.record.status, loaded.record.delivery) == (RunStatus.RUNNING, "first")
+
+
+@pytest.mark.asyncio
+async def test_a_wait_times_out_by_the_server_clock(store: PostgresStore) -> None:
+    cp = await store.begin(RunStart(run_id="r", kind="k", lease=42.5))
+    await cp.wait({"ask": 1}, 12.25)
+    loaded = await store.load("r")
+    assert loaded is not None
+    # Both instants come from one now() of the server: no client clock involved.
+    record = loaded.record
+    assert record.lease_expires_at == pytest.approx(record.updated_at + 12.25)
+    assert (record.status, record.lease) == (RunStatus.WAITING, 42.5)

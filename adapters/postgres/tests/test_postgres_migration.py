@@ -11,7 +11,15 @@ import pytest
 from psycopg import sql
 
 import outlast_postgres
-from outlast.adapter import CheckpointState, Message, RunStart, RunStatus, StoreError, transitions
+from outlast.adapter import (
+    CheckpointState,
+    Message,
+    NotWaiting,
+    RunStart,
+    RunStatus,
+    StoreError,
+    transitions,
+)
 from outlast_postgres import SCHEMA_VERSION, PostgresStore
 from outlast_postgres import schema as migrations
 
@@ -230,5 +238,102 @@ async def test_concurrent_upgrades_of_a_version_2_schema_all_succeed_and_apply_o
     stores = [PostgresStore(store_url, pool_min_size=0) for _ in range(RACERS)]
     loaded = await asyncio.gather(*(store.load("released") for store in stores))
     assert all(run is not None and not run.record.cancel_requested for run in loaded)
+    assert await versions(postgres_url, schema) == EVERY_VERSION
+    await asyncio.gather(*(store.close() for store in stores))
+
+
+async def schema_at_version_3(postgres_url: str, schema: str) -> None:
+    """A schema as outlast-postgres 0.3 left it, holding a completed run
+    ("done"), a released one ("released") and one a worker owns ("owned",
+    incarnation "i-owned", epoch 2)."""
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        assert await migrations.migrate(conn, schema, target=3) == 3
+        insert = sql.SQL(
+            "INSERT INTO {} (namespace, run_id, kind, input, status, epoch, owner,"
+            " lease_seconds, lease_expires_at, attempts, crashes, incarnation, result,"
+            " format_version)"
+            " VALUES ('default', %s, 'k', 'null', %s, 2, 'w', 30, %s, 2, 0, %s, %s, 1)"
+        ).format(sql.Identifier(schema, "runs"))
+        await conn.execute(insert, ["done", "completed", None, "i-done", '{"answer":1}'])
+        await conn.execute(insert, ["released", "running", None, "i-released", None])
+        await conn.execute(
+            insert,
+            ["owned", "running", datetime.now(UTC) + timedelta(hours=1), "i-owned", None],
+        )
+
+
+async def indexes(postgres_url: str, schema: str) -> set[str]:
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        cursor = await conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s AND tablename = 'runs'",
+            [schema],
+        )
+        return {row[0] for row in await cursor.fetchall()}
+
+
+@pytest.mark.asyncio
+async def test_a_version_3_schema_upgrades_its_runs_read_no_wait_and_can_wait(
+    postgres_url: str, store_url: str, schema: str
+) -> None:
+    await schema_at_version_3(postgres_url, schema)
+    store = PostgresStore(store_url)
+    done = await store.load("done")  # first use: migrates
+    assert await versions(postgres_url, schema) == EVERY_VERSION
+    assert await indexes(postgres_url, schema) == {
+        "runs_pkey",
+        "runs_claimable_order",
+        "runs_terminal",
+    }
+    assert done is not None
+    assert (done.record.result, done.record.usage) == ({"answer": 1}, None)
+    assert (done.record.wait, done.record.delivery) == (None, None)
+    with pytest.raises(NotWaiting):
+        await store.send("released", "no")
+    # A run of before the upgrade parks (the widened status check lets it), is
+    # sent its input and claimed again; the run owned meanwhile is left alone.
+    claim = await store.claim("released", owner="w2", lease=30)
+    assert claim is not None
+    await claim.checkpointer.wait({"ask": "approve?"}, None)
+    assert await store.interrupted() == []
+    sent = await store.send("released", {"approved": True})
+    assert (sent.status, sent.wait, sent.delivery) == (
+        RunStatus.RUNNING,
+        {"ask": "approve?"},
+        {"approved": True},
+    )
+    again = await store.claim_next(["k"], owner="w3", lease=30)
+    assert again is not None
+    assert (again.record.run_id, again.record.epoch, again.record.crashes) == ("released", 4, 0)
+    assert await store.claim_next(["k"], owner="w3", lease=30) is None
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_the_upgraded_status_check_still_refuses_unknown_statuses(
+    postgres_url: str, schema: str
+) -> None:
+    await schema_at_version_3(postgres_url, schema)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        assert await migrations.migrate(conn, schema) == SCHEMA_VERSION
+        runs = sql.Identifier(schema, "runs")
+        update = sql.SQL("UPDATE {} SET status = %s WHERE run_id = 'released'").format(runs)
+        await conn.execute(update, ["waiting"])
+        with pytest.raises(psycopg.errors.CheckViolation):
+            await conn.execute(update, ["paused"])
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c'",
+            [runs.as_string(conn)],
+        )
+        assert await cursor.fetchone() == (3,)  # status, epoch, lease_seconds: none left over
+
+
+@pytest.mark.asyncio
+async def test_concurrent_upgrades_of_a_version_3_schema_all_succeed_and_apply_once(
+    postgres_url: str, store_url: str, schema: str
+) -> None:
+    await schema_at_version_3(postgres_url, schema)
+    stores = [PostgresStore(store_url, pool_min_size=0) for _ in range(RACERS)]
+    loaded = await asyncio.gather(*(store.load("done") for store in stores))
+    assert all(run is not None and run.record.usage is None for run in loaded)
     assert await versions(postgres_url, schema) == EVERY_VERSION
     await asyncio.gather(*(store.close() for store in stores))

@@ -19,7 +19,7 @@ from postgres_support import unused_port, wait_until
 from psycopg import sql
 
 from outlast import Executor
-from outlast.adapter import CheckpointState, LeaseLost, RunStart, StoreError
+from outlast.adapter import CheckpointState, LeaseLost, NotWaiting, RunStart, StoreError
 from outlast_conformance.scripts import StepTool, single_loop
 from outlast_postgres import PostgresStore
 from outlast_postgres.notifications import channel_for
@@ -85,6 +85,23 @@ async def test_a_waiter_wakes_when_another_store_submits_in_its_namespace_only(
 
 
 @pytest.mark.asyncio
+async def test_a_waiter_wakes_when_another_store_sends_input_to_a_waiting_run(
+    store: PostgresStore, other: PostgresStore, db: psycopg.AsyncConnection[Any]
+) -> None:
+    cp = await other.begin(RunStart(run_id="r", kind="k", namespace="here"))
+    await cp.wait({"ask": "approve?"}, None)
+    # A worker idle since: the send makes the run claimable, and says so.
+    waiting = asyncio.create_task(store.wait_for_change("here", HANG_GUARD))
+    await listening(db, store)
+    await other.send("r", {"approved": True}, "here")
+    async with asyncio.timeout(HANG_GUARD):
+        assert await waiting is True
+    claim = await store.claim_next(["k"], owner="worker", lease=60, namespace="here")
+    assert claim is not None
+    assert (claim.record.delivery, claim.record.crashes) == ({"approved": True}, 0)
+
+
+@pytest.mark.asyncio
 async def test_an_idle_worker_that_never_polls_starts_a_submitted_run_when_notified(
     store: PostgresStore, other: PostgresStore, db: psycopg.AsyncConnection[Any]
 ) -> None:
@@ -137,6 +154,11 @@ async def test_the_writes_that_make_a_run_claimable_or_finished_notify_and_no_ot
         d = await store.begin(RunStart(run_id="d", kind="k", namespace="ns-d"))
         await d.release()  # ns-d
         assert await store.quarantine("d", "CorruptCheckpoint: test", "ns-d")  # ns-d
+        e = await store.begin(RunStart(run_id="e", kind="k", namespace="ns-e"))
+        await e.wait({"ask": "approve?"}, 3600)  # none: nothing became claimable
+        await store.send("e", {"approved": True}, "ns-e")  # claimable, as a release: ns-e
+        with pytest.raises(NotWaiting):
+            await store.send("e", {"approved": False}, "ns-e")  # refused: none
         await store.submit(RunStart(run_id="end", kind="k", namespace="end"))
         assert await next_payloads(listen, "end") == [
             "ns-a",
@@ -146,6 +168,7 @@ async def test_the_writes_that_make_a_run_claimable_or_finished_notify_and_no_ot
             "ns-c",
             "ns-d",
             "ns-d",
+            "ns-e",
             "end",
         ]
 

@@ -55,7 +55,17 @@ async def test_every_checkpointer_write_is_one_round_trip(
     next_phase = CheckpointState(history(3, "p1-"), (PhaseOutput("plan", {"steps": 3}),))
     assert await proxy.count(cp.save(next_phase)) == (False, 1)
     assert await proxy.count(cp.renew()) == (False, 1)
-    assert (await proxy.count(cp.complete({"answer": 42})))[1] == 1
+    assert (await proxy.count(cp.complete({"answer": 42}, {"input_tokens": 7})))[1] == 1
+
+
+@pytest.mark.asyncio
+async def test_wait_and_send_cost_one_round_trip_each(
+    store: PostgresStore, proxy: RoundTripProxy
+) -> None:
+    cp = await store.begin(RunStart("parked", "k"))
+    assert (await proxy.count(cp.wait({"ask": "approve?"}, 60)))[1] == 1
+    sent, trips = await proxy.count(store.send("parked", {"approved": True}))
+    assert (sent.status, sent.delivery, trips) == (RunStatus.RUNNING, {"approved": True}, 1)
 
 
 @pytest.mark.asyncio

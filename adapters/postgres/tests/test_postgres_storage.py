@@ -73,6 +73,47 @@ async def test_awkward_text_and_json_round_trip_exactly(store: PostgresStore) ->
 
 
 @pytest.mark.asyncio
+async def test_wait_delivery_and_usage_are_stored_as_the_codec_text_and_round_trip_exactly(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    request: dict[str, Any] = {"zeta": AWKWARD, "alpha": [1.0, 2**80, None]}
+    delivery: dict[str, Any] = {"y": True, "b": AWKWARD, "n": 1e-300}
+    usage: dict[str, Any] = {"output_tokens": 2, "input_tokens": 1, "note": AWKWARD}
+    cp = await store.begin(RunStart(run_id="r", kind="k"))
+    await cp.wait(request, None)
+    sent = await store.send("r", delivery)
+    claim = await store.claim("r", owner="w2", lease=60)
+    assert claim is not None
+    await claim.checkpointer.complete("done", usage)
+    loaded = await store.load("r")
+    assert loaded is not None
+    record = loaded.record
+    assert (record.wait, record.delivery, record.usage) == (request, delivery, usage)
+    assert (sent.wait, sent.delivery) == (request, delivery)
+    assert [list(value) for value in (record.wait, record.delivery, record.usage)] == [
+        ["zeta", "alpha"],
+        ["y", "b", "n"],
+        ["output_tokens", "input_tokens", "note"],
+    ]  # key order kept
+    stored = await column(db, schema, "runs", "ARRAY[wait, delivery, usage]")
+    texts = [codec.dumps(value) for value in (request, delivery, usage)]
+    # Lone surrogates are stored as their JSON escape (see outlast_postgres.records).
+    assert stored == [[text.replace("\udc80", "\\udc80") for text in texts]]
+
+
+@pytest.mark.asyncio
+async def test_usage_not_given_is_stored_as_null(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    cp = await store.begin(RunStart(run_id="r", kind="k"))
+    await cp.complete({"answer": 1})
+    assert await column(db, schema, "runs", "usage IS NULL AND wait IS NULL") == [True]
+    loaded = await store.load("r")
+    assert loaded is not None
+    assert (loaded.record.usage, loaded.record.wait, loaded.record.delivery) == (None, None, None)
+
+
+@pytest.mark.asyncio
 async def test_completed_result_round_trips_and_progress_is_cleared(
     store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
 ) -> None:
@@ -143,3 +184,38 @@ async def test_list_pages_in_code_point_order_whatever_the_database_collation(
             break
         cursor = page.next_cursor
     assert seen == sorted(ids)
+
+
+@pytest.mark.parametrize(
+    ("statement", "index"),
+    [
+        ("interrupted", "runs_claimable_order"),
+        ("claim_next", "runs_claimable_order"),
+        ("purge", "runs_terminal"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_the_work_list_and_retention_can_use_their_partial_indexes(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], statement: str, index: str
+) -> None:
+    """Each statement's conditions imply its index's predicate (waiting runs
+    included), or the planner could not use the index at all."""
+    await store.migrate()
+    params = {
+        "namespace": "ns",
+        "limit": 10,
+        "version": FORMAT_VERSION,
+        "skip": [],
+        "kinds": ["k"],
+        "owner": "w",
+        "lease": 30.0,
+        "older_than": 60.0,
+    }
+    async with db.transaction(force_rollback=True):
+        # A few rows make a sequential scan the cheaper plan: forbid it.
+        await db.execute("SET LOCAL enable_seqscan = off")
+        cursor = await db.execute(
+            sql.SQL("EXPLAIN ") + getattr(store.database.statements, statement), params
+        )
+        plan = "\n".join(row[0] for row in await cursor.fetchall())
+    assert f"using {index} on runs" in plan, plan

@@ -20,7 +20,8 @@ class PostgresCheckpointer:
     that update in the same statement, so a fenced writer raises LeaseLost
     having written nothing. ``save`` writes only the delta since the last
     successful save. ``save`` and ``renew`` return the run's
-    ``cancel_requested`` as their own statement left it.
+    ``cancel_requested`` as their own statement left it. After ``wait``
+    parks the run (``waiting``) every write is refused: it is not running.
     """
 
     def __init__(
@@ -73,9 +74,15 @@ class PostgresCheckpointer:
         self._cursor = delta.after
         return cancel_requested
 
-    async def complete(self, result: JSON) -> None:
+    async def complete(self, result: JSON, usage: JSON = None) -> None:
         encoded = records.encode_json(result)
-        await self._fenced(self._database.statements.complete, "completing", result=encoded)
+        encoded_usage = records.encode_optional_json(usage)
+        await self._fenced(
+            self._database.statements.complete,
+            "completing",
+            result=encoded,
+            usage=encoded_usage,
+        )
 
     async def fail(self, error: str) -> None:
         # A JSON string, so any text (NUL, lone surrogates) round-trips exactly.
@@ -87,6 +94,15 @@ class PostgresCheckpointer:
 
     async def renew(self) -> bool:
         return await self._fenced(self._database.statements.renew, "renewing the lease of")
+
+    async def wait(self, request: JSON, timeout: float | None) -> None:
+        encoded = records.encode_json(request)
+        await self._fenced(
+            self._database.statements.wait,
+            "parking",
+            wait=encoded,
+            timeout=None if timeout is None else float(timeout),
+        )
 
     async def _fenced(self, statement: sql.Composed, verb: str, **params: Any) -> bool:
         """Run the fenced write ``statement``; the run's ``cancel_requested``

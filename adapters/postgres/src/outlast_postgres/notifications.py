@@ -1,6 +1,6 @@
 """Change notifications: LISTEN/NOTIFY on one channel per schema.
 
-Every statement that makes a run claimable (submit, release) or finished
+Every statement that makes a run claimable (submit, release, send) or finished
 (complete, fail, quarantine, a cancel that fails the run) also calls
 ``pg_notify(channel, namespace)`` in the same statement: no extra round trip.
 PostgreSQL delivers a notification only when its transaction commits, so a

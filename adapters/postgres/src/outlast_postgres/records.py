@@ -30,11 +30,12 @@ RUN_COLUMNS = (
     "{r}.run_id, {r}.namespace, {r}.kind, {r}.input, {r}.status, {r}.epoch, {r}.attempts, "
     "{r}.crashes, {r}.owner, {r}.lease_seconds, extract(epoch FROM {r}.lease_expires_at)::float8, "
     "extract(epoch FROM {r}.created_at)::float8, extract(epoch FROM {r}.updated_at)::float8, "
-    "{r}.result, {r}.error, {r}.incarnation, {r}.cancel_requested, {r}.format_version"
+    "{r}.result, {r}.error, {r}.incarnation, {r}.cancel_requested, {r}.wait, {r}.delivery, "
+    "{r}.usage, {r}.format_version"
 )
 """The columns :func:`record_from_row` reads, for a runs table aliased ``{r}``."""
 
-RUN_COLUMN_COUNT = 18
+RUN_COLUMN_COUNT = 21
 
 
 def storable(text: str) -> str:
@@ -76,6 +77,9 @@ def record_from_row(row: Sequence[Any]) -> RunRecord:
         error_text,
         incarnation,
         cancel_requested,
+        wait_text,
+        delivery_text,
+        usage_text,
         version,
     ) = row[:RUN_COLUMN_COUNT]
     codec.check_version(version, run_id)
@@ -97,10 +101,13 @@ def record_from_row(row: Sequence[Any]) -> RunRecord:
         lease_expires_at=lease_expires_at,
         created_at=created_at,
         updated_at=updated_at,
-        result=None if result_text is None else codec.loads(result_text, run_id),
+        result=_json(result_text, run_id),
         error=None if error_text is None else _error(error_text, run_id),
         incarnation=incarnation,
         cancel_requested=cancel_requested,
+        wait=_json(wait_text, run_id),
+        delivery=_json(delivery_text, run_id),
+        usage=_json(usage_text, run_id),
     )
 
 
@@ -112,6 +119,16 @@ def state_from_bodies(
         history=codec.decode_all(messages or (), run_id, codec.decode_message),
         phases=codec.decode_all(phases or (), run_id, codec.decode_phase),
     )
+
+
+def encode_optional_json(value: JSON) -> str | None:
+    """``value`` as stored in a nullable JSON column: None (never set) is NULL."""
+    return None if value is None else encode_json(value)
+
+
+def _json(text: str | None, run_id: str) -> JSON:
+    # NULL: a column never set (a run written before it existed, too).
+    return None if text is None else codec.loads(text, run_id)
 
 
 def _error(text: str, run_id: str) -> str:

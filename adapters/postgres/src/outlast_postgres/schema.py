@@ -123,6 +123,42 @@ ALTER TABLE {schema}.runs
 """
 
 
+# Version 4: waiting runs. A run may wait for outside input: the new status
+# 'waiting', what it waits for (``wait``), the input delivered (``delivery``)
+# and the token usage a completed run reported (``usage``), each the codec's
+# JSON text, NULL for every run written before (none waited, none reported).
+# Nullable columns without a default rewrite no rows. The status check is
+# widened NOT VALID (every row already passed the narrower one), so nothing
+# is scanned under the ALTER's lock.
+_WAIT_COLUMNS = """
+ALTER TABLE {schema}.runs
+    ADD COLUMN IF NOT EXISTS wait text,
+    ADD COLUMN IF NOT EXISTS delivery text,
+    ADD COLUMN IF NOT EXISTS usage text
+"""
+
+_STATUS_WAITING = """
+ALTER TABLE {schema}.runs
+    DROP CONSTRAINT IF EXISTS runs_status_check,
+    ADD CONSTRAINT runs_status_check
+        CHECK (status IN ('running', 'waiting', 'completed', 'failed')) NOT VALID
+"""
+
+# A waiting run whose wait times out becomes claimable at its timeout
+# (lease_expires_at), so the work list's index holds those too, in the same
+# order. A wait without a timeout (NULL) is never claimable and is left out,
+# so however many runs wait for a human, no scan of the work list reads them.
+_DROP_INTERRUPTED_ORDER_INDEX = """
+DROP INDEX IF EXISTS {schema}.runs_interrupted_order
+"""
+
+_CLAIMABLE_ORDER_INDEX = """
+CREATE INDEX IF NOT EXISTS runs_claimable_order
+ON {schema}.runs (namespace, (coalesce(lease_expires_at, updated_at)), run_id)
+WHERE status = 'running' OR (status = 'waiting' AND lease_expires_at IS NOT NULL)
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -145,6 +181,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         3,
         "runs carry a cancel request; a submitted run waits at epoch 0",
         (_CANCEL_REQUESTED, _EPOCH_FROM_0),
+    ),
+    Migration(
+        4,
+        "runs may wait for outside input (wait, delivery) and keep their usage",
+        (_WAIT_COLUMNS, _STATUS_WAITING, _DROP_INTERRUPTED_ORDER_INDEX, _CLAIMABLE_ORDER_INDEX),
     ),
 )
 

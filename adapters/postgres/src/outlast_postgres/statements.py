@@ -6,19 +6,19 @@ Times come from the server (``now()``), never from the client's clock.
 The statements mirror :mod:`outlast.transitions`, the run record's state
 machine: each names the transition it applies.
 
-The fenced writes (save, complete, fail, release, renew) are ONE statement
-each: a data-modifying CTE updates the run's row only while it is the
-writer's incarnation, holds the writer's epoch and is running
+The fenced writes (save, complete, fail, release, renew, wait) are ONE
+statement each: a data-modifying CTE updates the run's row only while it is
+the writer's incarnation, holds the writer's epoch and is running
 (``transitions.owned``), and every other write of the statement is joined to
 that update, so a fenced writer writes nothing. The statement returns whether
 the row was owned, the run's ``cancel_requested`` after the write and, for
 the LeaseLost message, the run's status, epoch and incarnation as the
 statement saw them.
 
-The writes that make a run claimable or finished also notify the schema's
-channel (:mod:`outlast_postgres.notifications`) with the run's namespace,
-from the same statement: ``pg_notify`` joined to the row the statement
-changed, so a refused write notifies nobody.
+The writes that make a run claimable (a send too) or finished also notify
+the schema's channel (:mod:`outlast_postgres.notifications`) with the run's
+namespace, from the same statement: ``pg_notify`` joined to the row the
+statement changed, so a refused write notifies nobody.
 """
 
 from __future__ import annotations
@@ -139,21 +139,28 @@ notified AS (
     SELECT pg_notify({channel}, f.namespace) FROM fenced f
 )"""
 
-# transitions.is_interrupted: running, the lease released (NULL) or expired.
+# transitions.is_interrupted: running, the lease released (NULL) or expired;
+# or waiting, with a timeout (not NULL: a wait without one never ends) that
+# passed. It implies the predicate of the index runs_claimable_order.
 _INTERRUPTED_RUNS = """
-r.namespace = %(namespace)s AND r.status = 'running'
-AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= now())
+r.namespace = %(namespace)s
+AND ((r.status = 'running' AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= now()))
+     OR (r.status = 'waiting' AND r.lease_expires_at <= now()))
 """
 
 # transitions.interrupted_order: oldest first by when the run became claimable
-# (its lease's expiry, or the release, its last write), ties by run id. The
-# index runs_interrupted_order serves it.
+# (its lease's expiry, or the release, its last write; a wait's timeout), ties
+# by run id. The index runs_claimable_order serves it.
 _INTERRUPTED_ORDER = "coalesce(r.lease_expires_at, r.updated_at), r.run_id"
 
-# transitions.claim: an expired lease (not NULL: not released) is a crash.
+# transitions.claim: running again; an expired lease (not NULL: not released)
+# of a running run is a crash, a wait that timed out is not (nobody died).
+# ``wait`` and ``delivery`` stay as they are. SET expressions read the row as
+# it was before this UPDATE.
 _TAKE_OVER = """
-epoch = r.epoch + 1, attempts = r.attempts + 1,
-crashes = r.crashes + (r.lease_expires_at IS NOT NULL)::int, owner = %(owner)s,
+status = 'running', epoch = r.epoch + 1, attempts = r.attempts + 1,
+crashes = r.crashes + (r.status = 'running' AND r.lease_expires_at IS NOT NULL)::int,
+owner = %(owner)s,
 lease_seconds = %(lease)s::float8,
 lease_expires_at = now() + make_interval(secs => %(lease)s::float8), updated_at = now()
 """
@@ -228,13 +235,13 @@ WITH quarantined AS (
 SELECT pg_notify({{channel}}, namespace) FROM quarantined
 """
 
-# transitions.cancel: a running run nobody owns (lease released or expired) is
-# failed at once, at the next epoch (fencing a late writer), without a lease;
-# an owned one only gets the request. Every SET expression reads the row as
-# the UPDATE locked it, so the choice and the write are one atomic step. The
-# run's status as the statement's snapshot saw it tells, when nothing was
-# updated, a missing run (NULL) from a finished one.
-_UNOWNED = "(r.lease_expires_at IS NULL OR r.lease_expires_at <= now())"
+# transitions.cancel: a run nobody owns (waiting, or running with its lease
+# released or expired) is failed at once, at the next epoch (fencing a late
+# writer), without a lease; an owned one only gets the request. Every SET
+# expression reads the row as the UPDATE locked it, so the choice and the
+# write are one atomic step. The run's status as the statement's snapshot saw
+# it tells, when nothing was updated, a missing run (NULL) from a finished one.
+_UNOWNED = "(r.status = 'waiting' OR r.lease_expires_at IS NULL OR r.lease_expires_at <= now())"
 
 _CANCEL = f"""
 WITH cancelled AS (
@@ -244,7 +251,8 @@ WITH cancelled AS (
         epoch = r.epoch + CASE WHEN {_UNOWNED} THEN 1 ELSE 0 END,
         lease_expires_at = CASE WHEN {_UNOWNED} THEN NULL ELSE r.lease_expires_at END,
         cancel_requested = true, updated_at = now()
-    WHERE r.namespace = %(namespace)s AND r.run_id = %(run_id)s AND r.status = 'running'
+    WHERE r.namespace = %(namespace)s AND r.run_id = %(run_id)s
+      AND r.status IN ('running', 'waiting')
     RETURNING {{cols}}
 ),
 notified AS (
@@ -254,6 +262,27 @@ SELECT s.status, (SELECT count(*) FROM notified), c.*
 FROM (VALUES (1)) AS one (n)
 LEFT JOIN {{runs}} s ON s.namespace = %(namespace)s AND s.run_id = %(run_id)s
 LEFT JOIN cancelled c ON true
+"""
+
+# transitions.send: only a waiting run; running with its lease released (so
+# claimable at once, its claim no crash) and the delivery stored. Announced as
+# a release is. Exactly one of concurrent senders updates the row: the others
+# wait for its lock, then find it running. When nothing was updated, the
+# run's status as the snapshot saw it tells why (see _CANCEL).
+_SEND = """
+WITH sent AS (
+    UPDATE {runs} AS r
+    SET status = 'running', delivery = %(delivery)s, lease_expires_at = NULL, updated_at = now()
+    WHERE r.namespace = %(namespace)s AND r.run_id = %(run_id)s AND r.status = 'waiting'
+    RETURNING {cols}
+),
+notified AS (
+    SELECT pg_notify({channel}, d.namespace) FROM sent d
+)
+SELECT s.status, (SELECT count(*) FROM notified), d.*
+FROM (VALUES (1)) AS one (n)
+LEFT JOIN {runs} s ON s.namespace = %(namespace)s AND s.run_id = %(run_id)s
+LEFT JOIN sent d ON true
 """
 
 _LIST = """
@@ -279,12 +308,14 @@ WITH m AS (DELETE FROM {messages} WHERE namespace = %(namespace)s AND run_id = %
 DELETE FROM {phases} WHERE namespace = %(namespace)s AND run_id = %(run_id)s
 """
 
-# Only terminal runs: no checkpointer can write to them any more, so one
-# statement (one snapshot) sees all of their progress.
+# Only terminal runs (transitions.purgeable): no checkpointer can write to
+# them any more, so one statement (one snapshot) sees all of their progress.
+# Waiting runs are kept however long they wait. Written as "neither running
+# nor waiting" so that it implies the predicate of the index runs_terminal.
 _PURGE = """
 WITH gone AS (
     DELETE FROM {runs}
-    WHERE namespace = %(namespace)s AND status <> 'running'
+    WHERE namespace = %(namespace)s AND status NOT IN ('running', 'waiting')
       AND updated_at < now() - make_interval(secs => %(older_than)s::float8)
     RETURNING namespace, run_id
 ),
@@ -316,6 +347,7 @@ class Statements:
     fail: sql.Composed
     release: sql.Composed
     renew: sql.Composed
+    wait: sql.Composed
     ownership: sql.Composed
     claim: sql.Composed
     claim_next: sql.Composed
@@ -325,6 +357,7 @@ class Statements:
     interrupted: sql.Composed
     quarantine: sql.Composed
     cancel: sql.Composed
+    send: sql.Composed
     list_all: sql.Composed
     list_status: sql.Composed
     list_after: sql.Composed
@@ -350,8 +383,8 @@ class Statements:
             save=c(_fenced("updated_at = now()", _APPEND)),
             complete=c(
                 _fenced(
-                    "status = 'completed', result = %(result)s, lease_expires_at = NULL, "
-                    "updated_at = now()",
+                    "status = 'completed', result = %(result)s, usage = %(usage)s, "
+                    "lease_expires_at = NULL, updated_at = now()",
                     _CLEAR_PROGRESS,
                     notify=True,
                 )
@@ -370,6 +403,16 @@ class Statements:
                     "updated_at = now()"
                 )
             ),
+            # transitions.wait: no lease; the wait times out ``timeout`` seconds
+            # from now (NULL, never, when it is NULL: make_interval is strict).
+            # The epoch stays: not running any more fences this writer.
+            wait=c(
+                _fenced(
+                    "status = 'waiting', wait = %(wait)s, delivery = NULL, "
+                    "lease_expires_at = now() + make_interval(secs => %(timeout)s::float8), "
+                    "updated_at = now()"
+                )
+            ),
             ownership=c(_OWNERSHIP),
             claim=c(_CLAIM),
             claim_next=c(_CLAIM_NEXT),
@@ -379,6 +422,7 @@ class Statements:
             interrupted=c(_INTERRUPTED),
             quarantine=c(_QUARANTINE),
             cancel=c(_CANCEL),
+            send=c(_SEND),
             list_all=c(_LIST.replace("{filters}", "")),
             list_status=c(_LIST.replace("{filters}", _STATUS)),
             list_after=c(_LIST.replace("{filters}", _AFTER_CURSOR)),

@@ -2,12 +2,13 @@
 
 Every write mirrors :mod:`outlast.transitions` in SQL (see
 :mod:`outlast_postgres.statements`). Round trips per operation (counted in
-the tests): begin, submit, cancel, save, complete, fail, release, renew,
-quarantine, load, list, delete and purge take one; so does interrupted,
-unless it meets damaged records (each is quarantined, then the list is read
-again without it); claim and claim_next take two (the claim and the read of
-the claimed progress, pipelined; then the commit), whatever the transcript's
-length, and claim_next one more per damaged run it meets and the claim again.
+the tests): begin, submit, cancel, send, save, complete, fail, release,
+renew, wait, quarantine, load, list, delete and purge take one; so does
+interrupted, unless it meets damaged records (each is quarantined, then the
+list is read again without it); claim and claim_next take two (the claim and
+the read of the claimed progress, pipelined; then the commit), whatever the
+transcript's length, and claim_next one more per damaged run it meets and
+the claim again.
 ``wait_for_change`` uses a listening connection of its own, not the pool
 (:mod:`outlast_postgres.notifications`).
 """
@@ -23,9 +24,11 @@ from psycopg.rows import TupleRow
 
 from outlast.adapter import (
     DEFAULT_NAMESPACE,
+    JSON,
     CheckpointState,
     Claim,
     CorruptCheckpoint,
+    NotWaiting,
     ResumeState,
     RunExists,
     RunFinished,
@@ -156,13 +159,38 @@ class PostgresStore:
                     return records.record_from_row(cancelled)
                 if seen is None:
                     raise RunNotFound(run_id, namespace)
-                if seen != "running":
+                if seen not in (RunStatus.RUNNING, RunStatus.WAITING):
                     raise RunFinished(run_id, namespace, seen)
+
+    async def send(
+        self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
+    ) -> RunRecord:
+        params = {
+            "namespace": namespace,
+            "run_id": run_id,
+            "delivery": records.encode_json(delivery),
+        }
+        async with self.database.connection(f"sending input to run {run_id!r}") as conn:
+            # Terminates as cancel does: repeated only when the run stopped
+            # waiting between the statement's snapshot and its row lock (another
+            # sender won); the next snapshot sees it running.
+            while True:
+                cursor = await conn.execute(self.database.statements.send, params)
+                row = await cursor.fetchone()
+                assert row is not None  # the statement always returns its one row
+                seen, sent = row[0], row[2:]
+                if sent[0] is not None:
+                    return records.record_from_row(sent)
+                if seen is None:
+                    raise RunNotFound(run_id, namespace)
+                if seen != RunStatus.WAITING:
+                    raise NotWaiting(run_id, namespace, seen)
 
     async def wait_for_change(self, namespace: str, timeout: float) -> bool:
         """True as soon as a run of ``namespace`` may have become claimable or
-        finished (a submit, release, cancel, completion, failure or quarantine
-        was committed), False after ``timeout`` seconds (ChangeNotifier).
+        finished (a submit, release, send, cancel, completion, failure or
+        quarantine was committed), False after ``timeout`` seconds
+        (ChangeNotifier).
 
         LISTEN/NOTIFY on the schema's channel, over one connection per store
         of its own. A notification may be lost (a dropped connection: then
