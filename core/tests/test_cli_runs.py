@@ -132,3 +132,48 @@ def test_a_bad_run_id_or_namespace_is_a_usage_error(args: list[str], message: st
     assert result.exit_code == 2
     assert message in result.output
     assert "Traceback" not in result.output
+
+
+# -- waiting runs: list, show, send (issue 11) ----------------------------------------
+
+
+def park(url: str, run_id: str) -> None:
+    """A run that saved a reply with usage and now waits for an approval."""
+
+    async def go() -> None:
+        store = outlast.open(url)
+        cp = await store.begin(RunStart(run_id, "k", None, owner="w", lease=30))
+        reply = Message.assistant("asking", usage={"input_tokens": 12, "output_tokens": 3})
+        await cp.save(CheckpointState((Message.user("go"), reply)))
+        await cp.wait({"call": "c1", "tool": "approve", "request": {"refund": 40}}, None)
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_waiting_run_is_listed_shown_and_sent_its_input_once(url: str) -> None:
+    park(url, "w1")
+    begin(url, "r1")
+    listed = CliRunner().invoke(main, ["runs", "list", "--url", url, "--status", "waiting"])
+    assert listed.exit_code == 0, listed.output
+    assert "w1" in listed.output and "r1" not in listed.output
+    shown = CliRunner().invoke(main, ["runs", "show", "w1", "--url", url])
+    assert shown.exit_code == 0, shown.output
+    assert "waiting for:" in shown.output and "{'refund': 40} (tool 'approve')" in shown.output
+    assert "wait times out:    never" in shown.output
+    assert "usage:             input_tokens 12, output_tokens 3" in shown.output
+    sent = CliRunner().invoke(main, ["runs", "send", "w1", '{"approved": true}', "--url", url])
+    assert sent.exit_code == 0, sent.output
+    assert "w1: input delivered" in sent.output
+    again = CliRunner().invoke(main, ["runs", "send", "w1", '{"approved": true}', "--url", url])
+    assert again.exit_code == 1
+    assert "is not waiting for input (it is running)" in again.output
+
+
+def test_send_refuses_what_is_not_json_and_unknown_runs(url: str) -> None:
+    park(url, "w1")
+    bad = CliRunner().invoke(main, ["runs", "send", "w1", "{approved: yes}", "--url", url])
+    assert bad.exit_code == 2
+    assert "not JSON" in bad.output and "quote it for the shell" in bad.output
+    unknown = CliRunner().invoke(main, ["runs", "send", "nope", "1", "--url", url])
+    assert unknown.exit_code == 1 and "no run 'nope'" in unknown.output

@@ -174,10 +174,13 @@ async def _recover(executor: Executor, store: _NotingStore, limit: int, wait: bo
         click.echo(f"  {run_id}: left running: {type(error).__name__}: {error}", err=True)
     for run_id, reason in report.skipped.items():
         click.echo(f"  {run_id}: skipped: {reason}", err=True)
+    for run_id in report.waiting:
+        click.echo(f"  {run_id}: waiting for input (`outlast runs send {run_id} JSON`)")
+    waiting = f", waiting {len(report.waiting)}" if report.waiting else ""
     click.echo(
         f"recovered {len(report.results)}, failed {len(report.errors)}, "
         f"released {len(report.released)}, left running {len(report.left)}, "
-        f"skipped {len(report.skipped)}"
+        f"skipped {len(report.skipped)}{waiting}"
     )
     return 1 if report.errors or report.left else 0
 
@@ -262,7 +265,13 @@ async def _wait_and_recover(
 
 
 def _taken(report: RecoveryReport) -> int:
-    return len(report.results) + len(report.errors) + len(report.released) + len(report.left)
+    return (
+        len(report.results)
+        + len(report.errors)
+        + len(report.released)
+        + len(report.left)
+        + len(report.waiting)
+    )
 
 
 def _merged(before: RecoveryReport, after: RecoveryReport) -> RecoveryReport:
@@ -273,4 +282,5 @@ def _merged(before: RecoveryReport, after: RecoveryReport) -> RecoveryReport:
         released=[*before.released, *after.released],
         left={**before.left, **after.left},
         skipped=after.skipped,
+        waiting=[*before.waiting, *after.waiting],
     )

@@ -1,4 +1,4 @@
-"""``outlast runs``: list, show, wait for, cancel and delete stored runs.
+"""``outlast runs``: list, show, wait for, send input to, cancel and delete stored runs.
 
 Every one of them acts on runs that already exist, so none creates a store:
 a SQLite path that does not exist is reported (see
@@ -8,10 +8,12 @@ a SQLite path that does not exist is reported (see
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 import click
 
+from outlast import usage
 from outlast.cli_options import (
     backend_of,
     limit_option,
@@ -28,6 +30,7 @@ from outlast.executor import Executor
 from outlast.ports import RunRecord, RunStatus, StoredRun
 from outlast.runs import RunResult
 from outlast.store import Store
+from outlast.submission import usage_of
 from outlast.urls import redact
 
 
@@ -90,7 +93,7 @@ async def _elsewhere(store: Store, namespace: str, status: str | None) -> str:
 @url_option
 @namespace_option
 def show_run(run_id: str, url: str, namespace: str) -> None:
-    """Show one run: status, epoch, attempts, crashes, phases, transcript length."""
+    """Show one run: status, epoch, attempts, crashes, phases, transcript, usage."""
     stored = run(with_store(url, lambda store: store.load(run_id, namespace), existing=True))
     if stored is None:
         raise click.ClickException(f"no run {run_id!r} in namespace {namespace!r}")
@@ -110,15 +113,18 @@ def _rows(stored: StoredRun) -> list[tuple[str, str]]:
         ("crashes", f"{r.crashes} (claims after a worker died; the poison limit counts these)"),
         ("owner", r.owner or "-"),
         ("cancel requested", "yes" if r.cancel_requested else "no"),
-        ("lease expires", when(r.lease_expires_at)),
+        ("lease expires", "-" if r.status is RunStatus.WAITING else when(r.lease_expires_at)),
         ("created", when(r.created_at)),
         ("updated", when(r.updated_at)),
     ]
+    if r.status is RunStatus.WAITING:
+        rows += _waiting_rows(r)
     if r.status is RunStatus.COMPLETED:
         # complete() clears the saved progress and keeps the result: there
         # are no phases or messages left to count (the record holds no count).
         rows.append(("progress", "cleared on completion (phases and transcript are not kept)"))
         rows.append(("result", repr(r.result)))
+        counts = usage_of(r)
     else:
         phases = stored.state.phases
         messages = plural(len(stored.state.history), "message")
@@ -126,9 +132,21 @@ def _rows(stored: StoredRun) -> list[tuple[str, str]]:
             ("completed phases", ", ".join(p.name for p in phases) or "-"),
             ("transcript", f"{messages} since the last completed phase" if phases else messages),
         ]
+        counts = usage.of_run(phases, usage.of_messages(stored.state.history))
+    if counts:
+        rows.append(("usage", ", ".join(f"{name} {count}" for name, count in counts.items())))
     if r.error is not None:
         rows.append(("error", r.error))
     return rows
+
+
+def _waiting_rows(r: RunRecord) -> list[tuple[str, str]]:
+    wait = r.wait if isinstance(r.wait, dict) else {}
+    return [
+        ("waiting for", f"{wait.get('request')!r} (tool {wait.get('tool')!r})"),
+        ("wait times out", when(r.lease_expires_at) if r.lease_expires_at else "never"),
+        ("deliver with", f"outlast runs send {r.run_id} JSON"),
+    ]
 
 
 @runs.command(name="wait")
@@ -157,6 +175,36 @@ def wait_run(run_id: str, url: str, namespace: str, timeout: float | None) -> No
     except OutlastError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"{run_id}: completed (epoch {finished.epoch}): {finished.output!r}")
+
+
+@runs.command(name="send")
+@run_id_argument
+@click.argument("payload", metavar="JSON")
+@url_option
+@namespace_option
+def send_run(run_id: str, payload: str, url: str, namespace: str) -> None:
+    """Deliver input to a run waiting for it (see `runs list --status waiting`).
+
+    JSON becomes the result of the tool call that asked; any worker then
+    continues the run. Delivered once: a second send is an error.
+    """
+    try:
+        value = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"not JSON ({exc.msg} at character {exc.pos}); quote it for the shell, "
+            """e.g. '{"approved": true}' or '"yes"'""",
+            param_hint="JSON",
+        ) from None
+
+    async def use(store: Store) -> RunRecord:
+        return await Executor(store, namespace=namespace).send(run_id, value)
+
+    run(with_store(url, use, existing=True))
+    click.echo(
+        f"{run_id}: input delivered; the run is claimable and the next free worker "
+        "(`outlast worker`) continues it"
+    )
 
 
 @runs.command(name="cancel")
