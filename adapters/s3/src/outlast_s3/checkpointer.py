@@ -5,9 +5,11 @@
 the run (a claimer, a quarantine, a cancel, a delete) first writes a fence
 object at this epoch's next sequence number, so the writer's next segment PUT
 fails its precondition: it raises LeaseLost and nothing it wrote after that is
-ever read. Lease and status changes apply :mod:`outlast.transitions` to the
-record and replace the small state object with If-Match on its ETag
-(compare-and-swap), re-reading it after a conflict.
+ever read. Lease and status changes (a wait included) apply
+:mod:`outlast.transitions` to the record and replace the small state object
+with If-Match on its ETag (compare-and-swap), re-reading it after a conflict.
+A checkpointer whose own write ended its hold on the run (complete, fail,
+wait) refuses every later write from the record it holds, without a request.
 
 ``save`` and ``renew`` return whether a cancel was asked: renew from the
 state object it swaps (re-read after the cancel's swap made its If-Match
@@ -154,12 +156,19 @@ class S3Checkpointer:
             await self._compact(state, name)
         return self._cancel_requested
 
-    async def complete(self, result: JSON) -> None:
+    async def complete(self, result: JSON, usage: JSON = None) -> None:
         stored = codec.loads(codec.dumps(result), self.run_id)
+        stored_usage = codec.loads(codec.dumps(usage), self.run_id)
         compaction = self._run.compaction
         await self._write_state(
             lambda record, now: transitions.complete(
-                record, self._epoch, self._incarnation, stored, now, self.run_id
+                record,
+                self._epoch,
+                self._incarnation,
+                stored,
+                now,
+                self.run_id,
+                usage=stored_usage,
             ),
             compaction=None,
         )
@@ -198,6 +207,19 @@ class S3Checkpointer:
             )
         )
         return self._cancel_requested
+
+    async def wait(self, request: JSON, timeout: float | None) -> None:
+        # The transcript and the running marker stay: the marker keeps the run
+        # in the work list, where it is claimable once its wait times out (and
+        # at once after a send). This checkpointer's record is now waiting, so
+        # its later writes raise LeaseLost without a request; the claimer that
+        # takes the run over fences this epoch as it fences any superseded one.
+        stored = codec.loads(codec.dumps(request), self.run_id)
+        await self._write_state(
+            lambda record, now: transitions.wait(
+                record, self._epoch, self._incarnation, stored, timeout, now, self.run_id
+            )
+        )
 
     @property
     def _cancel_requested(self) -> bool:

@@ -3,14 +3,16 @@
 Every change of a record reads the state object, applies the transition of
 :mod:`outlast.transitions` to its record and writes the result with a
 compare-and-swap (If-Match on the ETag read), or with If-None-Match for a
-begin or a submit. Lease expiry is judged by this process's clock (S3 has no
-server clock to ask). Safety does not depend on it: a claim is a
-compare-and-swap of the state object and fences the old epoch, so a stale
-writer is harmless whatever the clocks say; skew only makes a run count as
-abandoned early or late by the skew between the workers' clocks.
+begin or a submit. Lease expiry (and a wait's timeout) is judged by this
+process's clock (S3 has no server clock to ask). Safety does not depend on
+it: a claim is a compare-and-swap of the state object and fences the old
+epoch, so a stale writer is harmless whatever the clocks say; skew only makes
+a run count as abandoned (or its wait as timed out) early or late by the skew
+between the workers' clocks.
 
 S3 has no notifications: the store is no ChangeNotifier, and a fleet's
-workers and result waiters poll it (outlast.Store's front does).
+workers and result waiters poll it (outlast.Store's front does); a run that
+was released or sent its input is found at a worker's next poll.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import replace
 
 from outlast.adapter import (
     DEFAULT_NAMESPACE,
+    JSON,
     Claim,
     CorruptCheckpoint,
     ResumeState,
@@ -40,7 +43,7 @@ from outlast.adapter import (
     codec,
     transitions,
 )
-from outlast_s3.checkpointer import S3Checkpointer
+from outlast_s3.checkpointer import Change, S3Checkpointer
 from outlast_s3.documents import RunState, decode_state, encode_state
 from outlast_s3.fences import Fences
 from outlast_s3.layout import Layout
@@ -125,20 +128,12 @@ class S3Store:
         lost one). A run nobody owns is failed: the writer that may still hold
         it is fenced as a quarantine fences it. An owned one is flagged, and a
         cancel note is left where its owner saves next (see fences.py)."""
-        key = self.layout.state(namespace, run_id)
-        for _ in range(_ATTEMPTS):
-            got = await self.objects.get(key)
-            run = None if got is None else decode_state(got.body, run_id)
-            cancelled = transitions.cancel(
-                None if run is None else run.record, time.time(), run_id, namespace
-            )
-            assert got is not None and run is not None  # cancel raised RunNotFound
-            await self._probe.ensure()
-            new = replace(run, record=cancelled, rev=run.rev + 1, writer=uuid.uuid4().hex)
-            if await self._swap(key, encode_state(new), got.etag):
-                break
-        else:
-            raise StoreError(f"run {run_id!r} kept changing while it was cancelled; try again")
+        run, cancelled = await self._update(
+            namespace,
+            run_id,
+            lambda record, now: transitions.cancel(record, now, run_id, namespace),
+            "cancelled",
+        )
         if cancelled.status is RunStatus.RUNNING:
             try:
                 await self._fences.ask_to_cancel(cancelled, cancelled.updated_at)
@@ -165,6 +160,23 @@ class S3Store:
             f"run {run_id!r}: remove the running marker",
         )
         return cancelled
+
+    async def send(
+        self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
+    ) -> RunRecord:
+        """transitions.send with a compare-and-swap (judged again after a lost
+        one: of concurrent senders the first swap wins, and the others then
+        find the run running and raise NotWaiting). The run keeps its running
+        marker, so the next ``claim_next`` finds it; nothing is fenced: the
+        writer that parked the run refuses its own writes."""
+        stored = codec.loads(codec.dumps(delivery), run_id)
+        _, sent = await self._update(
+            namespace,
+            run_id,
+            lambda record, now: transitions.send(record, stored, now, run_id, namespace),
+            "sent its input",
+        )
+        return sent
 
     async def interrupted(
         self, namespace: str = DEFAULT_NAMESPACE, limit: int = 100
@@ -348,8 +360,28 @@ class S3Store:
             etag = got.etag  # our own write, retried by botocore after it landed
         return run, etag
 
+    async def _update(
+        self, namespace: str, run_id: str, change: Change, what: str
+    ) -> tuple[RunState, RunRecord]:
+        """Apply ``change`` (a transition that raises when it is refused, as
+        RunNotFound for a missing run) to the run's record with a
+        compare-and-swap, judged again after a lost one. The state object it
+        replaced and the record written."""
+        key = self.layout.state(namespace, run_id)
+        for _ in range(_ATTEMPTS):
+            got = await self.objects.get(key)
+            run = None if got is None else decode_state(got.body, run_id)
+            changed = change(None if run is None else run.record, time.time())
+            assert got is not None and run is not None  # change raised RunNotFound
+            await self._probe.ensure()
+            new = replace(run, record=changed, rev=run.rev + 1, writer=uuid.uuid4().hex)
+            if await self._swap(key, encode_state(new), got.etag):
+                return run, changed
+        raise StoreError(f"run {run_id!r} kept changing while it was {what}; try again")
+
     async def _claimable(self, namespace: str) -> builtins.list[RunRecord]:
-        """Every claimable run of ``namespace`` (queued, released, expired) in
+        """Every claimable run of ``namespace`` (queued, released, expired, or
+        waiting past its wait's timeout: a waiting run keeps its marker) in
         ``transitions.interrupted_order``: one LIST of the running markers, then
         their state objects (read in parallel, as many at once as the store
         has threads). A state object that does not parse is quarantined; one of
@@ -492,6 +524,8 @@ def _first_open_epoch(run: RunState) -> int:
 
 def _live_epochs(run: RunState) -> range:
     """The epochs a delete fences: every one a writer may still hold. A
-    finished run's own epoch is not one (its writer finished it)."""
-    last = run.record.epoch if run.record.status is RunStatus.RUNNING else run.record.epoch - 1
+    finished run's own epoch is not one (its writer finished it); a waiting
+    run's is (its parked writer refuses its own writes, and the fence makes
+    that hold for any other copy of it too)."""
+    last = run.record.epoch - 1 if run.record.status.terminal else run.record.epoch
     return range(_first_open_epoch(run), last + 1)
