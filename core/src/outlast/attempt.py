@@ -204,22 +204,24 @@ class RunAttempt:
 
     # -- saves and the heartbeat --------------------------------------------------
 
-    async def save(self, state: CheckpointState) -> None:
+    async def save(self, state: CheckpointState, *, now: bool = False) -> None:
         """Make ``state`` durable (the loop's checkpoint callback).
 
-        Shielded from the body's cancellation: a step is saved whole or not at
-        all. A store that cannot be reached is retried with backoff while the
-        lease lasts; a stop request ends the retries at once.
+        Shielded from the body's cancellation: a save is written whole or not
+        at all. A store that cannot be reached is retried with backoff while
+        the lease lasts; a stop request ends the retries at once. ``now``
+        writes through a throttled checkpointer at once (a ``retry=False``
+        call's start must be durable before the call).
         """
         if self.checkpointer is not None:
-            await uninterrupted(self._save_retrying(self.checkpointer, state))
+            await uninterrupted(self._save_retrying(self.checkpointer, state, now))
 
-    async def _save_retrying(self, cp: Checkpointer, state: CheckpointState) -> None:
+    async def _save_retrying(self, cp: Checkpointer, state: CheckpointState, now: bool) -> None:
         delay = FIRST_RETRY
         while True:
             try:
                 cancel_requested = await observed(
-                    EventKind.SAVE, cp.run_id, cp.namespace, cp.epoch, cp.save(state)
+                    EventKind.SAVE, cp.run_id, cp.namespace, cp.epoch, _write(cp, state, now)
                 )
             except LeaseLost as exc:
                 self.request_stop(StopReason.LEASE_LOST, exc)
@@ -378,6 +380,14 @@ async def finish(
         log.warning(
             "outlast: finalizing run %s failed (%s: %s)", cp.run_id, type(exc).__name__, exc
         )
+
+
+async def _write(cp: Checkpointer, state: CheckpointState, now: bool) -> bool:
+    cancel_requested = await cp.save(state)
+    if now and isinstance(cp, ThrottledCheckpointer):
+        await cp.flush()
+        return await cp.save(state)  # nothing new: reports the flush's cancel flag
+    return cancel_requested
 
 
 def observed_lost(cp: Checkpointer, exc: LeaseLost) -> None:

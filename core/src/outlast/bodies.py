@@ -23,7 +23,8 @@ Output = tuple[JSON, list[Message], tuple[PhaseOutput, ...], Usage]
 """What a body returns: the run's output, the last transcript, the phase
 outputs, and the run's usage."""
 
-Checkpoint = Callable[[CheckpointState], Awaitable[None]]
+Checkpoint = Callable[..., Awaitable[None]]
+"""``checkpoint(state, *, now=False)``: the attempt's durable save."""
 
 
 async def run_body(
@@ -66,8 +67,8 @@ async def _drive(
         return phases[-1].output, transcript, phases, usage.of_run(phases, {})
     transcript = list(resume.history) if resume and resume.history else definition.opening(input)
 
-    async def save(history: Sequence[Message]) -> None:
-        await checkpoint(CheckpointState(tuple(history), ()))
+    async def save(history: Sequence[Message], *, now: bool = False) -> None:
+        await checkpoint(CheckpointState(tuple(history), ()), now=now)
 
     tally = Tally.of(transcript)
     final = await run_loop(

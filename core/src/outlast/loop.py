@@ -16,10 +16,12 @@ from outlast.messages import JSON, MARKER, Message, PhaseOutput
 from outlast.model import Model
 from outlast.ports import CheckpointState, ResumeState
 from outlast.runs import Critic, Plan
-from outlast.steps import RunScope, StepCalls, Tally, unfinished_step, with_call_ids
+from outlast.steps import RunScope, Save, StepCalls, Tally, unfinished_step, with_call_ids
 from outlast.tools import Tool
 
-Checkpoint = Callable[[CheckpointState], Awaitable[None]]
+Checkpoint = Callable[..., Awaitable[None]]
+"""``checkpoint(state, *, now=False)``: make ``state`` durable (``now``: even
+through a throttle)."""
 
 
 async def run_loop(
@@ -29,7 +31,7 @@ async def run_loop(
     transcript: list[Message],
     max_steps: int,
     critic: Critic | None,
-    checkpoint: Callable[[Sequence[Message]], Awaitable[None]],
+    checkpoint: Save,
     scope: RunScope | None = None,
     segment: int = 0,
     tool_concurrency: int = 4,
@@ -136,9 +138,9 @@ async def run_plan(
         done = tuple(outputs)
 
         async def save_step(
-            history: Sequence[Message], done: tuple[PhaseOutput, ...] = done
+            history: Sequence[Message], done: tuple[PhaseOutput, ...] = done, *, now: bool = False
         ) -> None:
-            await checkpoint(CheckpointState(tuple(history), done))
+            await checkpoint(CheckpointState(tuple(history), done), now=now)
 
         tally = Tally.of(transcript)
         final = await run_loop(

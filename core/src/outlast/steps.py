@@ -29,7 +29,9 @@ from outlast import codec, waiting
 from outlast.messages import JSON, MARKER, Message, ToolCall
 from outlast.tools import Tool, ToolContext, ToolError, idempotency_key
 
-Save = Callable[[Sequence[Message]], Awaitable[None]]
+Save = Callable[..., Awaitable[None]]
+"""``save(transcript, *, now=False)``: make the transcript durable; ``now``
+writes through a throttle at once."""
 
 UNKNOWN_OUTCOME = (
     "error: the outcome of this call is unknown: the worker running it stopped while it "
@@ -195,7 +197,7 @@ class StepCalls:
         async with self._slots:
             await self.scope.ensure_owned()
             if not tool.retry:  # durable before the call: after a crash, it may have run
-                await self._append(Message.started(call.id, call.name))
+                await self._append(Message.started(call.id, call.name), now=True)
             try:
                 result = await tool.call(call.arguments, context)
             except ToolError as exc:
@@ -210,15 +212,16 @@ class StepCalls:
     async def _record(self, call: ToolCall, content: str) -> None:
         await self._append(Message.tool(call.id, call.name, content))
 
-    async def _append(self, message: Message) -> None:
+    async def _append(self, message: Message, *, now: bool = False) -> None:
         """Append ``message`` and make it durable; a save already in flight
-        is waited for, and one save then carries everything appended since."""
+        is waited for, and one save then carries everything appended since.
+        ``now``: written at once even through a throttle."""
         self.transcript.append(message)
         async with self._saving:
-            if self._durable >= len(self.transcript):
+            if not now and self._durable >= len(self.transcript):
                 return  # an earlier save carried it
             size = len(self.transcript)
-            await self._save(self.transcript)
+            await self._save(self.transcript, now=now)  # now: even if carried (throttled)
             self._durable = size
 
 
