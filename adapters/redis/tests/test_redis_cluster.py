@@ -56,6 +56,29 @@ async def test_namespaces_spread_over_the_nodes_and_each_write_is_one_round_trip
 
 
 @pytest.mark.asyncio
+async def test_waiting_runs_on_every_node_wait_take_input_and_are_claimed_in_one_trip_each(
+    store: RedisStore,
+) -> None:
+    checkpointers = [
+        await store.begin(RunStart(f"run-{i}", "test", namespace=f"tenant-{i}")) for i in range(8)
+    ]
+    counter = CommandCounter(store)
+
+    for checkpointer in checkpointers:
+        namespace = checkpointer.namespace
+        await checkpointer.wait({"ask": namespace}, None)
+        await store.send(checkpointer.run_id, {"approved": namespace}, namespace)
+        claim = await store.claim_next(["test"], owner="other", lease=30.0, namespace=namespace)
+        assert claim is not None
+        assert (claim.record.wait, claim.record.delivery) == (
+            {"ask": namespace},
+            {"approved": namespace},
+        )
+
+    assert counter.take() == ["EVALSHA"] * 3 * len(checkpointers)
+
+
+@pytest.mark.asyncio
 async def test_delete_and_purge_leave_no_key_on_any_node(
     store: RedisStore, cluster_url: str
 ) -> None:

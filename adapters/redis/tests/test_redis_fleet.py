@@ -264,7 +264,7 @@ async def test_a_change_between_an_empty_claim_and_the_wait_is_not_lost(
 
 
 @pytest.mark.asyncio
-async def test_release_complete_fail_and_cancel_wake_waiters(
+async def test_release_send_complete_fail_and_cancel_wake_waiters(
     store: RedisStore, other: RedisStore
 ) -> None:
     """Each write that makes a run claimable or finished is announced."""
@@ -285,6 +285,9 @@ async def test_release_complete_fail_and_cancel_wake_waiters(
     await announced(second.fail("boom"))
     await other.submit(queued("third"))
     await announced(other.cancel("third", "default"))
+    fourth = await other.begin(RunStart("fourth", "a"))
+    await fourth.wait({"ask": "approve?"}, None)
+    await announced(other.send("fourth", {"approved": True}, "default"))
 
 
 @pytest.mark.asyncio

@@ -22,20 +22,24 @@ from redis_testing import (
 
 import outlast
 from outlast.adapter import (
+    JSON,
     CheckpointState,
     CheckpointStateError,
     ConfigurationError,
     CorruptCheckpoint,
     LeaseLost,
     Message,
+    NotWaiting,
     PhaseOutput,
     RunStart,
     RunStatus,
     SaveCursor,
     StoredRun,
     StoreUnavailable,
+    codec,
 )
 from outlast_redis import RedisCheckpointer, RedisStore, open_redis
+from outlast_redis.records import fields_of
 
 
 def run_id() -> str:
@@ -203,7 +207,7 @@ async def test_a_write_replayed_by_a_client_retry_answers_ok(store: RedisStore) 
     checkpointer = await begin(store)
     incarnation = (await must_load(store, checkpointer.run_id)).record.incarnation
     keys = store.run_keys("default", checkpointer.run_id).all()
-    args: list[str | int] = [checkpointer.run_id, 1, incarnation, '"done"', 0, "token-1"]
+    args: list[str | int] = [checkpointer.run_id, 1, incarnation, '"done"', 0, "token-1", "null"]
 
     first = await store.connection.run("complete", keys, args)
     again = await store.connection.run("complete", keys, args)  # as redis-py retries it
@@ -370,6 +374,12 @@ def claimable_since_ms(stored: StoredRun) -> float | None:
     return None if since is None else round(since * 1000)
 
 
+async def index_agrees(store: RedisStore, raw: redis.Redis, run_id: str, what: str) -> None:
+    """The run's lease index score is the one its record calls for."""
+    stored = await must_load(store, run_id)
+    assert lease_score(raw, store, run_id) == claimable_since_ms(stored), what
+
+
 @pytest.mark.asyncio
 async def test_every_write_keeps_the_lease_index_exact(store: RedisStore, raw: redis.Redis) -> None:
     """A running run is scored by its lease's expiry, or once released by its
@@ -378,8 +388,7 @@ async def test_every_write_keeps_the_lease_index_exact(store: RedisStore, raw: r
     run = checkpointer.run_id
 
     async def agrees(what: str) -> None:
-        stored = await must_load(store, run)
-        assert lease_score(raw, store, run) == claimable_since_ms(stored), what
+        await index_agrees(store, raw, run, what)
 
     await agrees("begin")
     await checkpointer.renew()
@@ -439,6 +448,165 @@ async def test_the_candidates_cursor_visits_ties_once_in_byte_order(
             visited += [member.decode() for member in entries[0::2]]
             after = [entries[-1], entries[-2]]
         assert visited == expected, f"pages of {count}"
+
+
+# Waiting runs ----------------------------------------------------------------
+
+REQUEST: JSON = {"ask": "approve?"}
+
+
+@pytest.mark.asyncio
+async def test_wait_and_send_take_one_round_trip_each(store: RedisStore) -> None:
+    checkpointer = await begin(store)
+    await checkpointer.save(CheckpointState(HISTORY))  # scripts are loaded by now
+    counter = CommandCounter(store)
+
+    await checkpointer.wait(REQUEST, 60.0)
+    assert counter.take() == ["EVALSHA"]
+    sent = await store.send(checkpointer.run_id, {"approved": True})
+    assert counter.take() == ["EVALSHA"]  # the send script returns the record after it
+    assert (sent.status, sent.delivery) == (RunStatus.RUNNING, {"approved": True})
+
+
+@pytest.mark.asyncio
+async def test_waits_and_sends_keep_the_lease_index_exact(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """A waiting run is scored by its wait's timeout, and is not in the lease
+    index without one; a send scores it as a release (its last write); a
+    cancel of a waiting run takes it out."""
+    checkpointer = await begin(store, lease=30.0)
+    run = checkpointer.run_id
+
+    await checkpointer.wait(REQUEST, 3600.0)
+    await index_agrees(store, raw, run, "a wait with a timeout")
+    assert lease_score(raw, store, run) is not None
+    await store.send(run, "yes")
+    await index_agrees(store, raw, run, "send")
+    claim = await store.claim(run, owner="other", lease=30.0)
+    assert claim is not None
+    await index_agrees(store, raw, run, "the claim after a send")
+    await claim.checkpointer.wait(REQUEST, None)
+    await index_agrees(store, raw, run, "a wait without a timeout")
+    assert lease_score(raw, store, run) is None
+    await store.cancel(run, "default")
+    await index_agrees(store, raw, run, "a cancel of a waiting run")
+    assert lease_score(raw, store, run) is None
+
+
+@pytest.mark.asyncio
+async def test_a_wait_or_a_send_replayed_by_a_client_retry_answers_ok(store: RedisStore) -> None:
+    checkpointer = await begin(store)
+    run = checkpointer.run_id
+    incarnation = (await must_load(store, run)).record.incarnation
+    keys = store.run_keys("default", run).all()
+    wait: list[str | int] = [run, 1, incarnation, codec.dumps(REQUEST), "", "token-wait"]
+    send: list[str | int] = [run, codec.FORMAT_VERSION, '"yes"', "token-send"]
+
+    assert await store.connection.run("wait", keys, wait) == [b"ok"]
+    assert await store.connection.run("wait", keys, wait) == [b"ok"]  # as redis-py retries it
+    first = await store.connection.run("send", keys, send)
+    again = await store.connection.run("send", keys, send)
+
+    assert first[0] == again[0] == b"ok"
+    assert fields_of(first[1]) == fields_of(again[1])
+    with pytest.raises(NotWaiting):  # a genuinely second send
+        await store.send(run, "twice")
+    assert (await must_load(store, run)).record.delivery == "yes"
+
+
+@pytest.mark.asyncio
+async def test_a_timed_out_wait_whose_progress_does_not_decode_is_handed_back_waiting(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """A claim hands it back as it was (still waiting, still indexed by its
+    timeout); claim_next hands it back and quarantines it, its wait kept."""
+    checkpointer = await begin(store)
+    run = checkpointer.run_id
+    await checkpointer.save(CheckpointState(HISTORY))
+    await checkpointer.wait(REQUEST, 0.0)  # timed out at once
+    await corrupt_message(store, run, "default")
+    keys = store.run_keys("default", run)
+    before = (raw.hgetall(keys.meta), raw.zscore(keys.leases, run))
+    assert before[0][b"status"] == b"waiting" and before[1] is not None
+
+    with pytest.raises(CorruptCheckpoint):
+        await store.claim(run, owner="other", lease=30.0)
+    assert (raw.hgetall(keys.meta), raw.zscore(keys.leases, run)) == before
+
+    assert await store.claim_next(["test"], owner="other", lease=30.0) is None
+    (record,) = (await store.list()).records
+    assert (record.status, record.epoch, record.wait) == (RunStatus.FAILED, 2, REQUEST)
+    assert record.error is not None and record.error.startswith("CorruptCheckpoint: ")
+    assert raw.zscore(keys.leases, run) is None
+
+
+def write_record_of_before_waiting(
+    store: RedisStore, raw: redis.Redis, run_id: str, **fields: str | int
+) -> None:
+    """A run's record and index entries exactly as outlast-redis wrote them
+    before waiting runs existed: no wait, delivery or usage fields."""
+    seconds, micros = raw.time()
+    now_ms = seconds * 1000 + micros // 1000
+    keys = store.run_keys("default", run_id)
+    record: dict[str, str | int] = {
+        "v": codec.FORMAT_VERSION,
+        "run_id": run_id,
+        "namespace": "default",
+        "kind": "test",
+        "input": '{"n":1}',
+        "owner": "worker",
+        "status": "running",
+        "epoch": 1,
+        "attempts": 1,
+        "crashes": 0,
+        "lease": "30.0",
+        "expires_ms": "",
+        "created_ms": now_ms,
+        "updated_ms": now_ms,
+        "seg": 0,
+        "incarnation": uuid.uuid4().hex,
+        "cancel_requested": 0,
+        **fields,
+    }
+    raw.hset(keys.meta, items=[part for item in record.items() for part in item])
+    raw.zadd(keys.runs, {run_id: 0})
+    if record["status"] == "running":
+        raw.zadd(keys.leases, {run_id: now_ms})
+
+
+@pytest.mark.asyncio
+async def test_records_written_before_waiting_runs_load_and_can_wait(
+    store: RedisStore, raw: redis.Redis
+) -> None:
+    """Their wait, delivery and usage read as None; such a run waits, takes
+    a delivery and completes with its usage like any other."""
+    write_record_of_before_waiting(store, raw, "old-released")
+    write_record_of_before_waiting(store, raw, "old-done", status="completed", result='"done"')
+
+    for run in ("old-released", "old-done"):
+        record = (await must_load(store, run)).record
+        assert (record.wait, record.delivery, record.usage) == (None, None, None)
+    assert (await must_load(store, "old-done")).record.result == "done"
+    assert [r.run_id for r in await store.interrupted()] == ["old-released"]
+
+    claim = await store.claim("old-released", owner="new", lease=30.0)
+    assert claim is not None and (claim.record.epoch, claim.record.crashes) == (2, 0)
+    await claim.checkpointer.wait(REQUEST, None)
+    assert [r.run_id for r in (await store.list(status=RunStatus.WAITING)).records] == [
+        "old-released"
+    ]
+    await store.send("old-released", {"approved": True})
+    again = await store.claim("old-released", owner="newer", lease=30.0)
+    assert again is not None and again.record.delivery == {"approved": True}
+    await again.checkpointer.complete("ok", {"input_tokens": 3})
+    record = (await must_load(store, "old-released")).record
+    assert (record.status, record.wait, record.delivery, record.usage) == (
+        RunStatus.COMPLETED,
+        REQUEST,
+        {"approved": True},
+        {"input_tokens": 3},
+    )
 
 
 # Configuration ---------------------------------------------------------------

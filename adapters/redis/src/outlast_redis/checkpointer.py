@@ -9,6 +9,7 @@ answers why.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from outlast.adapter import (
@@ -44,6 +45,16 @@ def raise_unless_ok(reply: Any, run_id: str, epoch: int) -> Any:
     if code == "ended":
         raise LeaseLost(run_id, epoch, f"the run is {text(reply[1])}")
     raise LeaseLost(run_id, epoch, f"the store answered {code!r}")
+
+
+def wait_ms(timeout: float | None) -> int | str:
+    """A wait's timeout in whole milliseconds (one already past: 0), or ``""``
+    for none, as the WAIT script takes it; ValueError when not a number."""
+    if timeout is None:
+        return ""
+    if not math.isfinite(timeout):
+        raise ValueError(f"a wait's timeout must be a finite number of seconds, not {timeout!r}")
+    return max(0, math.ceil(timeout * 1000))
 
 
 class RedisCheckpointer:
@@ -99,9 +110,10 @@ class RedisCheckpointer:
         self._cursor = delta.after
         return flag(reply[1], self.run_id)
 
-    async def complete(self, result: JSON) -> None:
+    async def complete(self, result: JSON, usage: JSON = None) -> None:
         ttl_ms = self._connection.config.completed_ttl_ms
-        await self._write("complete", [codec.dumps(result), ttl_ms, new_token()])
+        args = [codec.dumps(result), ttl_ms, new_token(), codec.dumps(usage)]
+        await self._write("complete", args)
 
     async def fail(self, error: str) -> None:
         await self._write("fail", [error, new_token()])
@@ -113,6 +125,12 @@ class RedisCheckpointer:
         """One EVALSHA; returns whether a cancel was requested."""
         reply = await self._write("renew", [new_token()])
         return flag(reply[1], self.run_id)
+
+    async def wait(self, request: JSON, timeout: float | None) -> None:
+        """One EVALSHA: the run waits for a send, holding no lease; the wait
+        times out ``timeout`` seconds from now by the server's clock."""
+        args = [codec.dumps(request), wait_ms(timeout), new_token()]
+        await self._write("wait", args)
 
     async def _write(self, script: str, args: list[Any]) -> Any:
         owned = [self.run_id, self._epoch, self._incarnation]

@@ -42,6 +42,8 @@ class Scripts:
     fail: AsyncScript
     release: AsyncScript
     renew: AsyncScript
+    wait: AsyncScript
+    send: AsyncScript
     cancel: AsyncScript
     claim: AsyncScript
     claim_next: AsyncScript
@@ -66,6 +68,8 @@ class Scripts:
             "fail": lua.FAIL,
             "release": lua.RELEASE,
             "renew": lua.RENEW,
+            "wait": lua.WAIT,
+            "send": lua.SEND,
             "cancel": lua.CANCEL,
             "claim": lua.CLAIM,
             "claim_next": lua.CLAIM_NEXT,

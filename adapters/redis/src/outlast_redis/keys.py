@@ -18,7 +18,10 @@ brace in either can neither make two runs share keys nor break the tag::
     <prefix>:{<ns>}:leases             sorted set: every running run id, scored by
                                        when it is (or became) claimable in server
                                        ms: its lease's expiry, or its release time
-                                       (a submitted run: its submit time)
+                                       (a submitted run: its submit time; a sent
+                                       one: its send time); and every waiting run
+                                       with a timeout, scored by it (a waiting run
+                                       without one is not in it)
     <prefix>:{<ns>}:claimed:<token>    string, kept a minute: the run one call of
                                        claim_next took (so redis-py's retry of that
                                        call, its reply lost, answers the same run)

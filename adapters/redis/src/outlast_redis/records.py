@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from outlast.adapter import CheckpointState, CorruptCheckpoint, RunRecord, RunStatus, codec
+from outlast.adapter import (
+    JSON,
+    CheckpointState,
+    CorruptCheckpoint,
+    RunRecord,
+    RunStatus,
+    codec,
+)
 
 Fields = Mapping[str, bytes]
 
@@ -56,6 +63,13 @@ def _ms(value: bytes) -> float:
     return float(value) / 1000
 
 
+def _json(fields: Fields, name: str, run_id: str) -> JSON:
+    """A field holding JSON text; None when absent (a result before the run
+    completed, or a field the record was written before)."""
+    value = fields.get(name)
+    return None if value is None else codec.loads(value, run_id)
+
+
 def decode_record(fields: Fields, run_id: str) -> RunRecord:
     """The RunRecord stored in a run's meta hash; CorruptCheckpoint when it does not parse."""
     check_version(fields.get("v"), run_id)
@@ -75,10 +89,13 @@ def decode_record(fields: Fields, run_id: str) -> RunRecord:
             lease_expires_at=_ms(expires) if expires else None,
             created_at=_ms(fields["created_ms"]),
             updated_at=_ms(fields["updated_ms"]),
-            result=codec.loads(fields["result"], run_id) if "result" in fields else None,
+            result=_json(fields, "result", run_id),
             error=fields["error"].decode() if "error" in fields else None,
             incarnation=fields.get("incarnation", b"").decode(),
             cancel_requested=flag(fields.get("cancel_requested", b"0"), run_id),
+            wait=_json(fields, "wait", run_id),
+            delivery=_json(fields, "delivery", run_id),
+            usage=_json(fields, "usage", run_id),
         )
     except KeyError as exc:
         raise CorruptCheckpoint(run_id, f"the run's record lacks the field {exc}") from exc

@@ -10,12 +10,14 @@ scripts, so lease expiry never depends on a worker's clock.
 The run's record is a hash (``meta``) with the fields:
 
     v            format version (outlast's codec.FORMAT_VERSION)
-    run_id, namespace, kind, owner, status
+    run_id, namespace, kind, owner
+    status       running, waiting, completed or failed
     input        the input as JSON text
     epoch, attempts
     crashes      claims of a lease that expired without a release
     lease        the lease length in seconds, as the caller gave it
-    expires_ms   lease expiry in server ms, "" when released or finished
+    expires_ms   lease expiry in server ms, "" when released or finished;
+                 of a waiting run, when its wait times out ("" : never)
     created_ms, updated_ms
     seg          the segment the ``msgs`` list holds (== number of phases)
     incarnation  random token drawn by begin: a writer of a deleted run is
@@ -24,14 +26,22 @@ The run's record is a hash (``meta``) with the fields:
                  so a call redis-py retried after its reply was lost (the
                  write landed) answers ``ok`` again instead of failing
     cancel_requested  1 once a cancel asked the owner to stop (absent: 0)
+    wait         JSON text: what a waiting run waits for (kept after it)
+    delivery     JSON text: the input a send delivered (absent: none)
+    usage        JSON text: the token usage a completed run reported
     result       JSON text, once completed
     error        text, once failed
+
+``wait``, ``delivery`` and ``usage`` are absent from records written before
+waiting runs existed, and read as None then (as absent ``result`` is).
 
 Every run script takes ``KEYS = meta, phases, msgs, damaged, runs, leases``
 (one slot: see keys.py) and ``ARGV[1] = run id``, and keeps the indexes
 exact in the same step: ``runs`` holds every run, ``leases`` every running
 run scored by when it is (or became) claimable, its lease's expiry or, once
-released (or submitted), its last write (``RunRecord.interrupted_since``).
+released (or submitted, or sent its input), its last write, and every
+waiting run whose wait has a timeout, scored by that timeout
+(``RunRecord.interrupted_since``); a waiting run without one is not in it.
 Run scripts answer a list whose first element says what happened (``ok``,
 or why nothing was written), never an error reply, so the caller maps each
 outcome to an outlast error.
@@ -42,8 +52,8 @@ base (``run_keys``), all on the namespace's slot, so it runs on Cluster too.
 It walks at most a budget of index entries per call and answers where it
 stopped, so no call blocks the server for long, however long the index.
 
-The scripts that make a run claimable (submit, release, a claim handed back)
-or finished (complete, fail, cancel, quarantine) announce it with PUBLISH
+The scripts that make a run claimable (submit, release, send, a claim handed
+back) or finished (complete, fail, cancel, quarantine) announce it with PUBLISH
 (``notify``): the channel ``<prefix>:changes``, the namespace's tag as the
 message. Classic pub/sub, so on Cluster it reaches subscribers on every node.
 """
@@ -138,8 +148,8 @@ end
 local function restore(first)
   -- Hand back a claim: the fields CLAIM changed as they were before it
   -- (its 'before', ARGV[first..]).
-  redis.call('HDEL', META, 'epoch', 'attempts', 'crashes', 'owner', 'lease', 'expires_ms',
-    'updated_ms', 'op')
+  redis.call('HDEL', META, 'status', 'epoch', 'attempts', 'crashes', 'owner', 'lease',
+    'expires_ms', 'updated_ms', 'op')
   redis.call('HSET', META, unpack(ARGV, first, #ARGV))
 end
 """
@@ -151,24 +161,28 @@ local function take(meta, phases, msgs, leases, run_id, owner, lease, token, ver
   -- record, phases, messages}: 'before' holds the fields the claim changed
   -- as they were (field, value, ...), so a run whose progress does not
   -- decode can be handed back (UNCLAIM); {'none'} when the run is absent,
-  -- finished or its lease live; {'corrupt', what} or {'version', v} when
-  -- the record cannot be judged.
+  -- finished, its lease live or its wait not timed out; {'corrupt', what}
+  -- or {'version', v} when the record cannot be judged.
   local cur = redis.call('HMGET', meta, 'status', 'expires_ms', 'v')
   if cur[1] == 'completed' or cur[1] == 'failed' or redis.call('EXISTS', meta) == 0 then
     return {'none'}
   end
-  if cur[1] ~= 'running' then return {'corrupt', 'status'} end
+  local waiting = cur[1] == 'waiting'
+  if cur[1] ~= 'running' and not waiting then return {'corrupt', 'status'} end
   if cur[3] ~= version then return {'version', cur[3] or ''} end
   local crashed = 0
   if cur[2] ~= '' then
     local expires = tonumber(cur[2])
     if expires == nil then return {'corrupt', 'lease expiry'} end
     if expires > now then return {'none'} end
-    crashed = 1  -- expired, never released: its owner died
+    -- expired, never released: its owner died; a wait that timed out is no crash
+    if not waiting then crashed = 1 end
+  elseif waiting then
+    return {'none'}  -- a wait without a timeout: only a send makes it claimable
   end
   local before = {}
-  for _, field in ipairs({'epoch', 'attempts', 'crashes', 'owner', 'lease', 'expires_ms',
-      'updated_ms', 'op'}) do
+  for _, field in ipairs({'status', 'epoch', 'attempts', 'crashes', 'owner', 'lease',
+      'expires_ms', 'updated_ms', 'op'}) do
     local value = redis.call('HGET', meta, field)
     if value then table.insert(before, field); table.insert(before, value) end
   end
@@ -177,7 +191,7 @@ local function take(meta, phases, msgs, leases, run_id, owner, lease, token, ver
   local crashes = tonumber(counts[3] or '0')  -- absent reads as 0, as in RunRecord
   if epoch == nil or attempts == nil or crashes == nil then return {'corrupt', 'epoch'} end
   local expires = now + lease_ms(lease)
-  redis.call('HSET', meta, 'epoch', epoch + 1, 'attempts', attempts + 1,
+  redis.call('HSET', meta, 'status', 'running', 'epoch', epoch + 1, 'attempts', attempts + 1,
     'crashes', crashes + crashed, 'owner', owner, 'lease', lease,
     'expires_ms', expires, 'updated_ms', now, 'op', token)
   redis.call('ZADD', leases, expires, run_id)
@@ -257,13 +271,13 @@ COMPLETE = (
     _PRELUDE
     + """
 -- transitions.complete. ARGV: run_id, epoch, incarnation, result JSON,
--- ttl_ms (0: keep the terminal record until purged), token
+-- ttl_ms (0: keep the terminal record until purged), token, usage JSON
 if replayed(ARGV[6]) then return {'ok'} end
 local bad = refused(ARGV[2], ARGV[3])
 if bad then return bad end
 redis.call('DEL', PHASES, MSGS)
-redis.call('HSET', META, 'status', 'completed', 'result', ARGV[4], 'expires_ms', '',
-  'seg', 0, 'updated_ms', now_ms(), 'op', ARGV[6])
+redis.call('HSET', META, 'status', 'completed', 'result', ARGV[4], 'usage', ARGV[7],
+  'expires_ms', '', 'seg', 0, 'updated_ms', now_ms(), 'op', ARGV[6])
 redis.call('ZREM', LEASES, RUN_ID)
 local ttl = tonumber(ARGV[5])
 if ttl > 0 then redis.call('PEXPIRE', META, ttl) end
@@ -318,6 +332,51 @@ return {'ok', cancel_requested()}
 """
 )
 
+WAIT = (
+    _PRELUDE
+    + """
+-- transitions.wait. ARGV: run_id, epoch, incarnation, request JSON, the wait's
+-- timeout in ms ('' for none), token. The wait's timeout is the lease index
+-- score (claimable then, no crash); a wait without one leaves the index.
+if replayed(ARGV[6]) then return {'ok'} end
+local bad = refused(ARGV[2], ARGV[3])
+if bad then return bad end
+local now = now_ms()
+local expires = ''
+if ARGV[5] ~= '' then expires = now + tonumber(ARGV[5]) end
+redis.call('HDEL', META, 'delivery')
+redis.call('HSET', META, 'status', 'waiting', 'wait', ARGV[4], 'expires_ms', expires,
+  'updated_ms', now, 'op', ARGV[6])
+if expires == '' then
+  redis.call('ZREM', LEASES, RUN_ID)
+else
+  redis.call('ZADD', LEASES, expires, RUN_ID)
+end
+return {'ok'}
+"""
+)
+
+SEND = (
+    _PRELUDE
+    + """
+-- transitions.send. ARGV: run_id, version, delivery JSON, token
+-- Answers {'ok', record after}, or why not: {'absent'}, {'not waiting', status},
+-- {'version', v}. The run becomes running with its lease released, scored
+-- and announced as a release is.
+if replayed(ARGV[4]) then return {'ok', redis.call('HGETALL', META)} end
+if redis.call('EXISTS', META) == 0 then return {'absent'} end
+local cur = redis.call('HMGET', META, 'status', 'v')
+if cur[2] ~= ARGV[2] then return {'version', cur[2] or ''} end
+if cur[1] ~= 'waiting' then return {'not waiting', cur[1] or ''} end
+local now = now_ms()
+redis.call('HSET', META, 'status', 'running', 'delivery', ARGV[3], 'expires_ms', '',
+  'updated_ms', now, 'op', ARGV[4])
+redis.call('ZADD', LEASES, now, RUN_ID)
+notify(META)
+return {'ok', redis.call('HGETALL', META)}
+"""
+)
+
 CANCEL = (
     _PRELUDE
     + """
@@ -329,15 +388,16 @@ if redis.call('EXISTS', META) == 0 then return {'absent'} end
 local cur = redis.call('HMGET', META, 'status', 'expires_ms', 'epoch', 'v')
 if cur[4] ~= ARGV[2] then return {'version', cur[4] or ''} end
 if cur[1] == 'completed' or cur[1] == 'failed' then return {'finished', cur[1]} end
-if cur[1] ~= 'running' then return {'corrupt', 'status'} end
+if cur[1] ~= 'running' and cur[1] ~= 'waiting' then return {'corrupt', 'status'} end
 local now = now_ms()
 local expires = nil
 if cur[2] ~= '' then
   expires = tonumber(cur[2])
   if expires == nil then return {'corrupt', 'lease expiry'} end
 end
-if expires == nil or expires <= now then
-  -- nobody owns it: failed at once, at the next epoch (fencing a late writer)
+if cur[1] == 'waiting' or expires == nil or expires <= now then
+  -- nobody owns it (waiting, queued, released, expired): failed at once, at
+  -- the next epoch (fencing a late writer)
   local epoch = tonumber(cur[3])
   if epoch == nil then return {'corrupt', 'epoch'} end
   redis.call('HSET', META, 'status', 'failed', 'error', ARGV[3], 'epoch', epoch + 1,
@@ -467,10 +527,14 @@ local version = tonumber(cur[1] or '')
 if version ~= nil and version ~= tonumber(ARGV[3]) then
   return 0  -- another format version: a newer outlast's to judge
 end
-local known = cur[2] == 'running' or cur[2] == 'completed' or cur[2] == 'failed'
+local unfinished = cur[2] == 'running' or cur[2] == 'waiting'
+local known = unfinished or cur[2] == 'completed' or cur[2] == 'failed'
 local lease = cur[3] == '' or tonumber(cur[3] or '') ~= nil
 if version ~= nil and known and lease and tonumber(cur[4] or '') ~= nil then
-  if cur[2] ~= 'running' then return 0 end
+  -- transitions.is_interrupted: running and released or expired, or waiting
+  -- with a timeout that passed
+  if not unfinished then return 0 end
+  if cur[3] == '' and cur[2] == 'waiting' then return 0 end
   if cur[3] ~= '' and tonumber(cur[3]) > now then return 0 end
   redis.call('HSET', META, 'status', 'failed', 'error', ARGV[2], 'epoch', tonumber(cur[4]) + 1,
     'expires_ms', '', 'updated_ms', now)

@@ -8,8 +8,9 @@ its index entries, atomically (see scripts.py):
 * ``begin`` creates the run and its entries in both indexes;
 * ``delete`` and ``purge`` remove a run and its entries;
 * every write of a running run keeps its lease index score exact: the
-  lease's expiry, or, once released, the time of its last write;
-  ``complete``, ``fail`` and ``quarantine`` take it out.
+  lease's expiry, or, once released (or sent its input), the time of its
+  last write; ``wait`` scores it by its wait's timeout, or takes it out
+  when the wait has none; ``complete``, ``fail`` and ``quarantine`` take it out.
 
 So the indexes never disagree with the runs, whatever runs concurrently and
 wherever a process dies: ``interrupted`` walks the lease index in order and
@@ -31,8 +32,10 @@ from typing import Any
 
 from outlast.adapter import (
     DEFAULT_NAMESPACE,
+    JSON,
     Claim,
     CorruptCheckpoint,
+    NotWaiting,
     ResumeState,
     RunExists,
     RunFinished,
@@ -80,6 +83,15 @@ def _unjudged(reply: Any, run_id: str) -> CorruptCheckpoint:
         check_version(reply[1] or None, run_id)  # raises UnknownFormat, or says why not
         return CorruptCheckpoint(run_id, f"the format version {text(reply[1])!r} is not ours")
     return CorruptCheckpoint(run_id, f"the run's {text(reply[1])} does not parse")
+
+
+def _not_waiting(run_id: str, namespace: str, status: str) -> CorruptCheckpoint | NotWaiting:
+    """The error for a send to a run in ``status`` (SEND's ``{'not waiting', status}``)."""
+    try:
+        known = RunStatus(status)
+    except ValueError:
+        return CorruptCheckpoint(run_id, f"the run's status {status!r} does not parse")
+    return NotWaiting(run_id, namespace, known.value)
 
 
 class RedisStore:
@@ -215,6 +227,24 @@ class RedisStore:
             raise RunNotFound(run_id, namespace)
         if outcome == "finished":
             raise RunFinished(run_id, namespace, text(reply[1]))
+        if outcome != "ok":
+            raise _unjudged(reply, run_id)
+        return decode_record(fields_of(reply[1]), run_id)
+
+    async def send(
+        self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
+    ) -> RunRecord:
+        """One SEND script: a waiting run becomes running with its lease
+        released, scored and announced as a release is; of concurrent
+        senders the first the server runs wins."""
+        keys = self.run_keys(namespace, run_id)
+        args = [run_id, codec.FORMAT_VERSION, codec.dumps(delivery), new_token()]
+        reply = await self.connection.run("send", keys.all(), args)
+        outcome = text(reply[0])
+        if outcome == "absent":
+            raise RunNotFound(run_id, namespace)
+        if outcome == "not waiting":
+            raise _not_waiting(run_id, namespace, text(reply[1]))
         if outcome != "ok":
             raise _unjudged(reply, run_id)
         return decode_record(fields_of(reply[1]), run_id)
