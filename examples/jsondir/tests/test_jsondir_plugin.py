@@ -61,25 +61,39 @@ def test_bad_urls_say_what_to_write(url: str, options: dict[str, object], messag
 
 @pytest.mark.asyncio
 async def test_files_of_outlast_jsondir_0_1_still_load_and_resume(tmp_path: Path) -> None:
-    """A run.json written before crashes and incarnation existed (its lease
-    length under the same "lease" key) loads with crashes 0 and incarnation
-    "", and is claimed and completed like any other."""
+    """A run.json written before crashes, incarnation, cancel_requested and
+    waiting runs existed (its lease length under the same "lease" key) loads
+    with crashes 0, incarnation "", and no wait, delivery or usage, and is
+    claimed, parked, sent its input and completed like any other."""
     store = backend(f"jsondir:///{tmp_path}")
     cp = await store.begin(RunStart("old", "k", lease=30))
     await cp.save(CheckpointState(history(2)))
     await cp.release()
     path = store.files.folder("default", "old") / RUN_FILE
     document = json.loads(path.read_bytes())
-    del document["crashes"], document["incarnation"]
+    for key in ("crashes", "incarnation", "cancel_requested", "wait", "delivery", "usage"):
+        del document[key]
     path.write_text(json.dumps(document))
 
     stored = await store.load("old")
     assert stored is not None and stored.state.history == history(2)
-    assert (stored.record.crashes, stored.record.incarnation, stored.record.lease) == (0, "", 30)
+    record = stored.record
+    assert (record.crashes, record.incarnation, record.lease) == (0, "", 30)
+    assert (record.cancel_requested, record.wait, record.delivery, record.usage) == (
+        False,
+        None,
+        None,
+        None,
+    )
     claim = await store.claim("old", owner="new", lease=30)
     assert claim is not None and claim.resume.history == history(2)
-    await claim.checkpointer.complete("done")
-    assert (await store.load("old")) is not None
+    await claim.checkpointer.wait({"ask": "go on?"}, None)
+    await store.send("old", {"yes": True})
+    claim = await store.claim("old", owner="newer", lease=30)
+    assert claim is not None and claim.record.delivery == {"yes": True}
+    await claim.checkpointer.complete("done", {"tokens": 3})
+    stored = await store.load("old")
+    assert stored is not None and stored.record.usage == {"tokens": 3}
 
 
 @pytest.mark.asyncio

@@ -9,11 +9,13 @@ Layout under the store's root directory::
 
 ``run.json`` is the commit point: a run exists exactly when it does, and it is
 replaced atomically on every write. It carries the record
-(``RunRecord.to_json()``: epoch and incarnation that fence writers, the lease
-and crash count) and ``committed``: how many bytes of the current segment are
-durable. A save appends the new messages to the segment file first and then
-commits them by replacing ``run.json``, so a crash between the two leaves
-bytes that are never read and are overwritten by the next save.
+(``RunRecord.to_json()``: the status, epoch and incarnation that fence
+writers, the lease and crash count, and the executor's JSON: input, result,
+a waiting run's ``wait`` and ``delivery``, the ``usage``) and ``committed``:
+how many bytes of the current segment are durable. A save appends the new
+messages to the segment file first and then commits them by replacing
+``run.json``, so a crash between the two leaves bytes that are never read and
+are overwritten by the next save.
 
 :class:`RunFiles` is shared by the store and every checkpointer it hands out,
 so a checkpointer never reaches into its store: both call this public object.
@@ -83,9 +85,10 @@ class RunDocument:
         """Parse ``run.json``; anything unexpected is CorruptCheckpoint naming the
         run (UnknownFormat when a newer outlast wrote it).
 
-        Files of outlast-jsondir 0.1 read as they are: their ``lease`` key is
+        Files of earlier versions read as they are: their ``lease`` key is
         the one ``RunRecord.to_json()`` now writes, and the record's
-        ``crashes`` and ``incarnation`` default to 0 and "".
+        ``crashes``, ``incarnation`` and ``cancel_requested`` default to 0,
+        "" and False, ``wait``, ``delivery`` and ``usage`` to None.
         """
         parsed = codec.loads(data, run_id)
         if not isinstance(parsed, dict):

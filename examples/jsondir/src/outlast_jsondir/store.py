@@ -13,8 +13,15 @@ one exclusive lock, so no two workers take the same run; ``cancel`` applies
 :func:`outlast.transitions.cancel`. The store has no notifications (no
 ``wait_for_change``): the store front makes workers and waiters poll.
 
-Lease expiry uses this machine's clock (all workers share it: the store is
-local to one machine).
+Waiting for outside input is the same pattern again: a checkpointer's
+``wait`` is a fenced write (:func:`outlast.transitions.wait`), and ``send``
+applies :func:`outlast.transitions.send` under the exclusive lock, so of
+concurrent senders exactly one finds the run still waiting. A wait that
+timed out is claimable because ``transitions.is_interrupted`` says so; the
+store has no rule of its own for it.
+
+Lease expiry and wait timeouts use this machine's clock (all workers share
+it: the store is local to one machine).
 """
 
 from __future__ import annotations
@@ -48,8 +55,9 @@ from outlast_jsondir.runfiles import RunDocument, RunFiles
 log = logging.getLogger("outlast_jsondir")
 
 Transition = Callable[[RunRecord | None, float], RunRecord]
-"""A fenced transition bound to one checkpointer: (stored record or None, now)
--> the new record, or LeaseLost."""
+"""A transition of one run's record: (stored record or None, now) -> the new
+record. It refuses by raising (LeaseLost when a checkpointer is fenced,
+RunNotFound, RunFinished, NotWaiting), before anything is written."""
 
 
 class Creation(Protocol):
@@ -117,11 +125,18 @@ class JsonDirCheckpointer:
         self._cursor = delta.after  # only once the delta is durable
         return saved.cancel_requested  # a cancel asked for: our caller fails the run
 
-    async def complete(self, result: JSON) -> None:
+    async def complete(self, result: JSON, usage: JSON = None) -> None:
         stored = codec.loads(codec.dumps(result), self._run_id)  # ValueError before any write
+        stored_usage = codec.loads(codec.dumps(usage), self._run_id)
         await self._write(
             lambda record, now: transitions.complete(
-                record, self._epoch, self._incarnation, stored, now, self._run_id
+                record,
+                self._epoch,
+                self._incarnation,
+                stored,
+                now,
+                self._run_id,
+                usage=stored_usage,
             ),
             lambda run: replace(run, phases=(), committed=0, lines=0),
         )
@@ -147,6 +162,15 @@ class JsonDirCheckpointer:
             )
         )
         return renewed.cancel_requested
+
+    async def wait(self, request: JSON, timeout: float | None) -> None:
+        stored = codec.loads(codec.dumps(request), self._run_id)  # ValueError before any write
+        # Only the record changes: the executor saved the progress first.
+        await self._write(
+            lambda record, now: transitions.wait(
+                record, self._epoch, self._incarnation, stored, timeout, now, self._run_id
+            )
+        )
 
 
 class JsonDirStore:
@@ -214,17 +238,38 @@ class JsonDirStore:
         won = await self.files.locked(job, exclusive=True)
         return None if won is None else self._claimed(*won)
 
+    async def send(
+        self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
+    ) -> RunRecord:
+        stored = codec.loads(codec.dumps(delivery), run_id)  # ValueError before any write
+        # NotWaiting unless the run waits: under the lock, exactly one of
+        # concurrent senders still finds it waiting.
+        return await self._change(
+            namespace,
+            run_id,
+            lambda record, now: transitions.send(record, stored, now, run_id, namespace),
+        )
+
     async def cancel(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> RunRecord:
+        # RunFinished when there is nothing left to cancel.
+        return await self._change(
+            namespace,
+            run_id,
+            lambda record, now: transitions.cancel(record, now, run_id, namespace),
+        )
+
+    async def _change(self, namespace: str, run_id: str, transition: Transition) -> RunRecord:
+        """Commit ``transition`` of a run nobody needs to own (cancel, send);
+        the record committed. The transition raises, before anything is
+        written, to refuse (RunNotFound when there is no run); the run's
+        transcript stays as it is."""
+
         def job() -> RunRecord:
             run = self.files.read(namespace, run_id)
-            # RunNotFound or RunFinished (nothing written) when there is
-            # nothing to cancel.
-            cancelled = transitions.cancel(
-                None if run is None else run.record, time.time(), run_id, namespace
-            )
+            changed = transition(None if run is None else run.record, time.time())
             assert run is not None  # a missing run raised RunNotFound above
-            self.files.commit(replace(run, record=cancelled))  # its transcript stays
-            return cancelled
+            self.files.commit(replace(run, record=changed))
+            return changed
 
         return await self.files.locked(job, exclusive=True)
 
