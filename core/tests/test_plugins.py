@@ -166,7 +166,14 @@ async def test_observers_see_every_durable_event(monkeypatch: pytest.MonkeyPatch
     executor = Executor(outlast.open("memory://"))
     executor.register("k", Agent(ScriptedModel([Message.assistant("done")])))
     await executor.run("k", run_id="r1")
-    assert [e.kind for e in seen] == [EventKind.BEGIN, EventKind.SAVE, EventKind.COMPLETE]
+    assert [e.kind for e in seen] == [
+        EventKind.BEGIN,
+        EventKind.ATTEMPT_START,
+        EventKind.MODEL_CALL,
+        EventKind.SAVE,
+        EventKind.COMPLETE,
+        EventKind.ATTEMPT_END,
+    ]
     assert all(e.run_id == "r1" and e.duration >= 0 and e.error is None for e in seen)
 
 

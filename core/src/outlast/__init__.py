@@ -36,6 +36,7 @@ from outlast.executor import Executor
 from outlast.hookspecs import hookimpl
 from outlast.messages import JSON, Message, PhaseOutput, ToolCall
 from outlast.model import Model, ScriptedModel
+from outlast.observers import Observer, observe
 from outlast.plugins import backends, broken_plugins, open
 from outlast.ports import DEFAULT_NAMESPACE, RunPage, RunRecord, RunStatus, StoredRun
 from outlast.recovery import RecoveryReport
@@ -66,6 +67,7 @@ __all__ = [
     "Model",
     "ModelError",
     "NotWaiting",
+    "Observer",
     "OutlastError",
     "Phase",
     "PhaseOutput",
@@ -101,5 +103,6 @@ __all__ = [
     "backends",
     "broken_plugins",
     "hookimpl",
+    "observe",
     "open",
 ]

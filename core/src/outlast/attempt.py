@@ -93,7 +93,8 @@ class RunAttempt:
 
     ``lease`` is the lease length: a failing save is retried while the lease
     the last successful renewal (or the begin or claim) bought lasts.
-    ``renew_interval`` paces the heartbeat.
+    ``renew_interval`` paces the heartbeat. ``number`` is the run's attempt
+    (for events).
     """
 
     def __init__(
@@ -102,8 +103,10 @@ class RunAttempt:
         *,
         lease: float,
         renew_interval: float,
+        number: int = 0,
     ) -> None:
         self.checkpointer = checkpointer
+        self.number = number
         self._run_id = checkpointer.run_id if checkpointer is not None else "(not durable)"
         self.lease = lease
         self.renew_interval = renew_interval
@@ -221,7 +224,12 @@ class RunAttempt:
         while True:
             try:
                 cancel_requested = await observed(
-                    EventKind.SAVE, cp.run_id, cp.namespace, cp.epoch, _write(cp, state, now)
+                    EventKind.SAVE,
+                    cp.run_id,
+                    cp.namespace,
+                    cp.epoch,
+                    _write(cp, state, now),
+                    attempt=self.number,
                 )
             except LeaseLost as exc:
                 self.request_stop(StopReason.LEASE_LOST, exc)
@@ -276,10 +284,9 @@ class RunAttempt:
                 return
             sent = time.monotonic()  # the store's lease runs from after this moment
             try:
-                cancel_requested = await cp.renew()
+                cancel_requested = await self._renew(cp)
             except LeaseLost as exc:
                 log.warning("outlast: run %s lost its lease (%s); stopping it", cp.run_id, exc)
-                observed_lost(cp, exc)
                 self.request_stop(StopReason.LEASE_LOST, exc)
                 return
             except Exception as exc:  # noqa: BLE001 - a heartbeat blip must not kill the run
@@ -290,6 +297,12 @@ class RunAttempt:
                     log.info("outlast: run %s was cancelled by request; stopping it", cp.run_id)
                     self.request_stop(StopReason.CANCEL_REQUESTED)
                     return
+
+    async def _renew(self, cp: Checkpointer) -> bool:
+        """One renewal, reported (a refused one as ``lease_lost``)."""
+        return await observed(
+            EventKind.RENEW, cp.run_id, cp.namespace, cp.epoch, cp.renew(), attempt=self.number
+        )
 
     async def ensure_owned(self) -> None:
         """Raise unless this worker still owns the run (called before a tool starts).
@@ -306,7 +319,7 @@ class RunAttempt:
             return
         sent = time.monotonic()
         try:
-            cancel_requested = await uninterrupted(cp.renew())
+            cancel_requested = await uninterrupted(self._renew(cp))
         except LeaseLost as exc:
             log.warning(
                 "outlast: run %s was taken over while this worker was not renewing (%s); "
@@ -314,7 +327,6 @@ class RunAttempt:
                 cp.run_id,
                 exc,
             )
-            observed_lost(cp, exc)
             self.request_stop(StopReason.LEASE_LOST, exc)
             raise
         except Exception as exc:
@@ -344,7 +356,7 @@ class RunAttempt:
             return
         if stop is not None and stop.reason is StopReason.STORE_DOWN:
             return  # the store is unreachable: the run stays running for recovery
-        await finish(cp, output, done, error, stop, usage)
+        await finish(cp, output, done, error, stop, usage, attempt=self.number)
 
 
 async def finish(
@@ -354,28 +366,22 @@ async def finish(
     error: BaseException | None,
     stop: Stop | None,
     usage: JSON = None,
+    *,
+    attempt: int = 0,
 ) -> None:
     """Write the record's end: complete, release, park (wait) or fail. A store
     error here is logged and never masks the run's own result or error."""
+    kind: EventKind
+    if done:
+        kind, write = EventKind.COMPLETE, cp.complete(output, usage)
+    elif stop is None and isinstance(error, Parked):
+        kind, write = EventKind.WAIT, cp.wait(error.request, error.timeout)
+    elif stop is not None and stop.reason is StopReason.SHUTDOWN:
+        kind, write = EventKind.RELEASE, cp.release()
+    else:
+        kind, write = EventKind.FAIL, cp.fail(failure(error, stop))
     try:
-        if done:
-            await observed(
-                EventKind.COMPLETE, cp.run_id, cp.namespace, cp.epoch, cp.complete(output, usage)
-            )
-        elif stop is None and isinstance(error, Parked):
-            await observed(
-                EventKind.WAIT,
-                cp.run_id,
-                cp.namespace,
-                cp.epoch,
-                cp.wait(error.request, error.timeout),
-            )
-        elif stop is not None and stop.reason is StopReason.SHUTDOWN:
-            await observed(EventKind.RELEASE, cp.run_id, cp.namespace, cp.epoch, cp.release())
-        else:
-            await observed(
-                EventKind.FAIL, cp.run_id, cp.namespace, cp.epoch, cp.fail(failure(error, stop))
-            )
+        await observed(kind, cp.run_id, cp.namespace, cp.epoch, write, attempt=attempt)
     except Exception as exc:  # noqa: BLE001 - finalize errors never mask the run's outcome
         log.warning(
             "outlast: finalizing run %s failed (%s: %s)", cp.run_id, type(exc).__name__, exc
@@ -388,14 +394,6 @@ async def _write(cp: Checkpointer, state: CheckpointState, now: bool) -> bool:
         await cp.flush()
         return await cp.save(state)  # nothing new: reports the flush's cancel flag
     return cancel_requested
-
-
-def observed_lost(cp: Checkpointer, exc: LeaseLost) -> None:
-    """Report a lease lost by the heartbeat to observers."""
-    from outlast.events import Event
-    from outlast.plugins import emit
-
-    emit(Event(EventKind.LEASE_LOST, cp.run_id, cp.namespace, cp.epoch, 0.0, str(exc)))
 
 
 def failure(error: BaseException | None, stop: Stop | None) -> str:

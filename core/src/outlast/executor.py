@@ -36,11 +36,13 @@ import logging
 import os
 import signal
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 
 from outlast import beginning, ids, submission, worker
 from outlast.attempt import RunAttempt, Stop, StopReason, finish, uninterrupted
+from outlast.attempt_events import attempt_ended, attempt_started
 from outlast.bodies import run_body
 from outlast.errors import ConfigurationError, Shutdown
 from outlast.messages import JSON
@@ -192,7 +194,10 @@ class Executor:
             run_id = cp.run_id
         if cp is not None and self.save_interval > 0:
             cp = ThrottledCheckpointer(cp, self.save_interval)
-        attempt = RunAttempt(cp, lease=self.lease, renew_interval=self.renew_interval)
+        number = claimed.attempts if claimed is not None else 1
+        attempt = RunAttempt(
+            cp, lease=self.lease, renew_interval=self.renew_interval, number=number
+        )
         self._attempts.add(attempt)
         if self.shutting_down:  # shutdown() came while begin was in flight
             attempt.request_stop(StopReason.SHUTDOWN)
@@ -200,17 +205,25 @@ class Executor:
             run_id=run_id,
             namespace=cp.namespace if cp is not None else self.namespace,
             kind=kind,
-            attempt=claimed.attempts if claimed is not None else 1,
+            epoch=cp.epoch if cp is not None else 0,
+            attempt=number,
             wait=claimed.wait if claimed is not None else None,
             delivery=claimed.delivery if claimed is not None else None,
             ensure_owned=attempt.ensure_owned,
         )
+        scope = attempt_started(scope, resume)
+        started = time.monotonic()
+        outcome: BaseException | None = None
         try:
             output, transcript, phases, usage = await attempt.run(
                 run_body(self.registry, kind, input, resume, attempt.save, scope)
             )
+        except BaseException as exc:
+            outcome = exc
+            raise
         finally:
             self._attempts.discard(attempt)
+            attempt_ended(scope, time.monotonic() - started, outcome)
         return RunResult(
             run_id=run_id,
             kind=kind,

@@ -46,6 +46,17 @@ def outlast_backends() -> list[BackendInfo]:  # type: ignore[empty-body]  # a sp
 
 @hookspec
 def outlast_event(event: Event) -> None:
-    """Observe a durable-run event (begin, save, complete, fail, release, claim,
-    lease_lost) with its timing. Called on the event loop: return quickly and
-    never raise (an exception is logged and otherwise ignored)."""
+    """Observe a run's event (:mod:`outlast.events`: attempts, model and tool
+    calls, and every store operation, with its timing). Called on the event
+    loop: return quickly and never raise (an exception is logged and
+    otherwise ignored). An app registers a callback with :func:`outlast.observe`."""
+
+
+@hookspec(firstresult=True)
+def outlast_run_context(event: Event) -> dict[str, Any] | None:
+    """Called as an attempt starts (``event.kind`` is ``attempt_start``,
+    after ``outlast_event`` saw it): return a small JSON object to store with
+    the run's progress (a trace context), or None. The run's next attempt,
+    on whichever worker, gets it back as ``event.detail["previous"]`` of its
+    ``attempt_start``: so a tracing plugin links a run across the workers
+    that carried it."""

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import overload
 
 from outlast.errors import CriticKilled, ModelError, OutlastError, ResumeMismatch, StepLimitExceeded
+from outlast.events import EventKind
 from outlast.messages import JSON, MARKER, Message, PhaseOutput
 from outlast.model import Model
 from outlast.ports import CheckpointState, ResumeState
@@ -53,6 +56,11 @@ async def run_loop(
     by_name = {tool.name: tool for tool in tools}
     specs = [tool.spec for tool in tools]
     tally = tally or Tally.of(transcript)
+    if scope.context is not None and not _finished(transcript):
+        note = Message(MARKER, None, meta={"context": scope.context})
+        transcript.append(note)  # saved with this attempt's first save
+        tally.add(note)
+    conversation = Conversation(transcript)
 
     async def finish_calls(position: int, scope: RunScope) -> None:
         await StepCalls(
@@ -71,12 +79,11 @@ async def run_loop(
         await finish_calls(unfinished, scope)
     scope = replace(scope, wait=None, delivery=None)
     while True:
-        if transcript and transcript[-1].role == "assistant" and not transcript[-1].tool_calls:
+        if _finished(transcript):
             return transcript[-1]
         if tally.steps >= max_steps:
             raise StepLimitExceeded(f"the model/tool loop used all {max_steps} steps")
-        shown = transcript if not tally.notes else [m for m in transcript if m.role != MARKER]
-        reply = await _ask(model, shown, specs)
+        reply = await _ask(model, conversation.shown(), specs, scope)
         reply = with_call_ids(reply, tally.call_ids, segment, len(transcript))
         transcript.append(reply)
         tally.add(reply)
@@ -85,6 +92,63 @@ async def run_loop(
             await finish_calls(len(transcript) - 1, scope)
         else:
             await _judge(critic, transcript)
+
+
+def _finished(transcript: Sequence[Message]) -> bool:
+    """Whether the transcript ends with a final reply (one that calls no tool)."""
+    return bool(transcript) and transcript[-1].role == "assistant" and not transcript[-1].tool_calls
+
+
+class Conversation:
+    """What the model is shown of a transcript: every message but outlast's
+    own notes, kept up to date as the transcript grows (each message is
+    looked at once, so a step costs the same at any length)."""
+
+    def __init__(self, transcript: list[Message]) -> None:
+        self._transcript = transcript
+        self._shown: list[Message] = []
+        self._seen = 0
+
+    def shown(self) -> Sequence[Message]:
+        """The conversation so far, as a view that later steps do not change."""
+        transcript = self._transcript
+        for index in range(self._seen, len(transcript)):
+            if transcript[index].role != MARKER:
+                self._shown.append(transcript[index])
+        self._seen = len(transcript)
+        return Prefix(self._shown, len(self._shown))
+
+
+class Prefix(Sequence[Message]):
+    """The first ``length`` messages of a list that only grows: a read-only
+    view, made without copying."""
+
+    __slots__ = ("_items", "_length")
+
+    def __init__(self, items: list[Message], length: int) -> None:
+        self._items = items
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Message]: ...
+
+    def __getitem__(self, index: int | slice) -> Message | Sequence[Message]:
+        if isinstance(index, slice):
+            return self._items[: self._length][index]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError("message index out of range")
+        return self._items[index]
+
+    def __repr__(self) -> str:
+        return f"Prefix({self._items[: self._length]!r})"
 
 
 async def _judge(critic: Critic | None, transcript: Sequence[Message]) -> None:
@@ -96,16 +160,27 @@ async def _judge(critic: Critic | None, transcript: Sequence[Message]) -> None:
 
 
 async def _ask(
-    model: Model, transcript: Sequence[Message], specs: list[dict[str, JSON]]
+    model: Model, shown: Sequence[Message], specs: list[dict[str, JSON]], scope: RunScope
 ) -> Message:
+    started = time.monotonic()
+    detail: dict[str, JSON] = {"model": type(model).__name__}
     try:
-        reply = await model.complete(tuple(transcript), specs)
-    except (OutlastError, asyncio.CancelledError):
+        reply = await model.complete(shown, specs)
+        if not isinstance(reply, Message) or reply.role != "assistant":
+            raise ModelError(f"the model must return an assistant Message, got {reply!r:.200}")
+    except asyncio.CancelledError:
         raise
     except Exception as exc:
+        scope.event(
+            EventKind.MODEL_CALL, time.monotonic() - started, detail, f"{type(exc).__name__}: {exc}"
+        )
+        if isinstance(exc, OutlastError):
+            raise
         raise ModelError(f"the model raised {type(exc).__name__}: {exc}") from exc
-    if not isinstance(reply, Message) or reply.role != "assistant":
-        raise ModelError(f"the model must return an assistant Message, got {reply!r:.200}")
+    detail["tool_calls"] = len(reply.tool_calls)
+    if reply.usage:
+        detail["usage"] = dict(reply.usage)
+    scope.event(EventKind.MODEL_CALL, time.monotonic() - started, detail)
     return reply
 
 

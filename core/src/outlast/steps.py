@@ -22,11 +22,14 @@ calls are saved (:class:`~outlast.waiting.Parked`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from outlast import codec, waiting
-from outlast.messages import JSON, MARKER, Message, ToolCall
+from outlast.events import Event, EventKind
+from outlast.messages import JSON, MARKER, JSONObject, Message, ToolCall
+from outlast.plugins import emit
 from outlast.tools import Tool, ToolContext, ToolError, idempotency_key
 
 Save = Callable[..., Awaitable[None]]
@@ -49,17 +52,41 @@ class RunScope:
     """What a step knows of the run it belongs to.
 
     ``wait`` and ``delivery`` come from the record a resumed run was claimed
-    with (see :mod:`outlast.waiting`); ``ensure_owned`` raises when this
-    worker may have lost the run.
+    with (see :mod:`outlast.waiting`); ``context`` is what a plugin wants
+    stored with the run this attempt (:mod:`outlast.attempt_events`);
+    ``ensure_owned`` raises when this worker may have lost the run.
     """
 
     run_id: str = ""
     namespace: str = ""
     kind: str = ""
+    epoch: int = 0
     attempt: int = 1
     wait: JSON = None
     delivery: JSON = None
+    context: JSONObject | None = None
     ensure_owned: Callable[[], Awaitable[None]] = field(default=_owned, repr=False)
+
+    def event(
+        self,
+        kind: EventKind,
+        duration: float,
+        detail: Mapping[str, JSON],
+        error: str | None = None,
+    ) -> None:
+        """Report one operation of this run to observers."""
+        emit(
+            Event(
+                kind,
+                self.run_id,
+                self.namespace,
+                self.epoch,
+                duration,
+                error,
+                attempt=self.attempt,
+                detail=detail,
+            )
+        )
 
 
 @dataclass(slots=True)
@@ -152,7 +179,9 @@ class StepCalls:
         self.parked: list[tuple[int, waiting.Parked]] = []
         after = transcript[position + 1 :]
         self._done = {m.tool_call_id for m in after if m.role == "tool"}
-        self._started = {m.tool_call_id for m in after if m.role == MARKER}
+        self._started = {
+            m.tool_call_id for m in after if m.role == MARKER and m.meta.get("started")
+        }
 
     async def run(self) -> None:
         """Run the missing calls; raise Parked when one of them asked to wait."""
@@ -189,25 +218,43 @@ class StepCalls:
         tool = self.tools.get(call.name)
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "none"
+            self._report(call, 0.0, "no_such_tool")
             await self._record(call, f"error: no tool named {call.name!r} (tools: {known})")
             return
         if not tool.retry and call.id in self._started:
-            await self._record(call, await _reconciled(tool, call, context))
+            started = time.monotonic()
+            content = await _reconciled(tool, call, context)
+            outcome = "reconciled" if tool.reconcile is not None else "unknown"
+            self._report(call, time.monotonic() - started, outcome)
+            await self._record(call, content)
             return
         async with self._slots:
             await self.scope.ensure_owned()
             if not tool.retry:  # durable before the call: after a crash, it may have run
                 await self._append(Message.started(call.id, call.name), now=True)
+            started = time.monotonic()
             try:
                 result = await tool.call(call.arguments, context)
             except ToolError as exc:
-                content = f"error: {exc}"
+                content, outcome = f"error: {exc}", "tool_error"
             except waiting.AwaitInput as asked:
+                self._report(call, time.monotonic() - started, "waiting")
                 self.parked.append((index, waiting.request_of(call, asked)))
                 return
+            except BaseException as exc:
+                self._report(call, time.monotonic() - started, "error", exc)
+                raise
             else:
-                content = _text(result)
+                content, outcome = _text(result), "ok"
+            self._report(call, time.monotonic() - started, outcome)
         await self._record(call, content)
+
+    def _report(
+        self, call: ToolCall, duration: float, outcome: str, error: BaseException | None = None
+    ) -> None:
+        detail: dict[str, JSON] = {"tool": call.name, "call_id": call.id, "outcome": outcome}
+        text = None if error is None else f"{type(error).__name__}: {error}"
+        self.scope.event(EventKind.TOOL_CALL, duration, detail, text)
 
     async def _record(self, call: ToolCall, content: str) -> None:
         await self._append(Message.tool(call.id, call.name, content))
@@ -232,6 +279,10 @@ async def _reconciled(tool: Tool, call: ToolCall, context: ToolContext) -> str:
         return _text(await tool.reconciled(call.arguments, replace(context, reconciling=True)))
     except ToolError as exc:
         return f"error: {exc}"
+
+
+def _started_note(message: Message) -> bool:
+    return message.role == MARKER and bool(message.meta.get("started"))
 
 
 def _text(result: JSON) -> str:
