@@ -31,7 +31,9 @@ ADAPTERS = {
     "s3": "./adapters/s3",
 }
 JSONDIR = "./examples/jsondir"
-EVERYTHING = [CORE, CONFORMANCE, *ADAPTERS.values(), JSONDIR]
+CORE_EXTRAS = f"{CORE}[openai,anthropic]"  # the model clients' SDKs, for their tests
+EVERYTHING = [CORE_EXTRAS, CONFORMANCE, *ADAPTERS.values(), JSONDIR]
+EXAMPLE_APPS = ["examples/refund_approval/app.py"]
 TEST_DIRS = {
     "core": ["core/tests"],
     "conformance": ["conformance_tests/tests"],
@@ -142,6 +144,7 @@ def typecheck(session: nox.Session) -> None:
         *[f"{path}/src" for path in ADAPTERS.values()],
         "examples/jsondir/src",
         "chaos",
+        *EXAMPLE_APPS,
     )
 
 

@@ -150,6 +150,8 @@ def test_the_adapter_guide_hook_module_runs_as_printed(tmp_path: Path) -> None:
 
 
 APP_GUIDE = REPO / "docs" / "writing-an-app.md"
+TOOLS_GUIDE = REPO / "docs" / "tools.md"
+GUIDES = (APP_GUIDE, TOOLS_GUIDE)
 
 
 def examples_with_output(path: Path) -> list[tuple[str, str]]:
@@ -158,13 +160,18 @@ def examples_with_output(path: Path) -> list[tuple[str, str]]:
     return re.findall(r"```python\n(.*?)```\n\n```text\n(.*?)```", text, flags=re.DOTALL)
 
 
-def test_every_example_of_the_app_guide_shows_its_output() -> None:
-    assert len(examples_with_output(APP_GUIDE)) == len(python_blocks(APP_GUIDE)) >= 2
+@pytest.mark.parametrize("guide", GUIDES, ids=lambda path: path.name)
+def test_every_example_of_the_guides_shows_its_output(guide: Path) -> None:
+    assert len(examples_with_output(guide)) == len(python_blocks(guide)) >= 2
 
 
-@pytest.mark.parametrize("index", range(len(examples_with_output(APP_GUIDE))))
-def test_app_guide_example_prints_what_the_guide_shows(index: int, tmp_path: Path) -> None:
-    code, expected = examples_with_output(APP_GUIDE)[index]
+@pytest.mark.parametrize(
+    ("guide", "index"),
+    [(guide, index) for guide in GUIDES for index in range(len(examples_with_output(guide)))],
+    ids=lambda value: value.name if isinstance(value, Path) else str(value),
+)
+def test_guide_example_prints_what_the_guide_shows(guide: Path, index: int, tmp_path: Path) -> None:
+    code, expected = examples_with_output(guide)[index]
     env = {k: v for k, v in os.environ.items() if k != "OUTLAST_URL"}
     result = subprocess.run(  # noqa: S603 - our interpreter running the guide's own example
         [sys.executable, "-c", code],

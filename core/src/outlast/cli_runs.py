@@ -111,7 +111,7 @@ def _rows(stored: StoredRun) -> list[tuple[str, str]]:
         ("epoch", str(r.epoch)),
         ("attempts", f"{r.attempts} (begin and every claim)"),
         ("crashes", f"{r.crashes} (claims after a worker died; the poison limit counts these)"),
-        ("owner", r.owner or "-"),
+        ("owner", _owner(r)),
         ("cancel requested", "yes" if r.cancel_requested else "no"),
         ("lease expires", "-" if r.status is RunStatus.WAITING else when(r.lease_expires_at)),
         ("created", when(r.created_at)),
@@ -138,6 +138,12 @@ def _rows(stored: StoredRun) -> list[tuple[str, str]]:
     if r.error is not None:
         rows.append(("error", r.error))
     return rows
+
+
+def _owner(r: RunRecord) -> str:
+    if r.status is RunStatus.WAITING:
+        return f"none: a waiting run holds no worker (last: {r.owner or '-'})"
+    return r.owner or "-"
 
 
 def _waiting_rows(r: RunRecord) -> list[tuple[str, str]]:
