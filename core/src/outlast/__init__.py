@@ -42,6 +42,7 @@ from outlast.ports import DEFAULT_NAMESPACE, RunPage, RunRecord, RunStatus, Stor
 from outlast.recovery import RecoveryReport
 from outlast.runs import Agent, Phase, Plan, RunResult
 from outlast.store import Store
+from outlast.sync import SyncExecutor
 from outlast.throttle import ThrottledCheckpointer
 from outlast.tools import Tool, ToolContext, ToolError
 from outlast.urls import DEFAULT_URL, BackendInfo
@@ -93,6 +94,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "StoredRun",
+    "SyncExecutor",
     "ThrottledCheckpointer",
     "Tool",
     "ToolCall",
