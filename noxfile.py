@@ -33,7 +33,7 @@ ADAPTERS = {
 JSONDIR = "./examples/jsondir"
 CORE_EXTRAS = f"{CORE}[openai,anthropic]"  # the model clients' SDKs, for their tests
 EVERYTHING = [CORE_EXTRAS, CONFORMANCE, *ADAPTERS.values(), JSONDIR]
-EXAMPLE_APPS = ["examples/refund_approval/app.py"]
+EXAMPLE_APPS = ["examples/refund_approval/app.py", "examples/openai_compatible/agent.py"]
 TEST_DIRS = {
     "core": ["core/tests"],
     "conformance": ["conformance_tests/tests"],
