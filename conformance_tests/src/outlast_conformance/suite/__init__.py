@@ -28,6 +28,7 @@ from outlast_conformance.suite.races import RaceTests
 from outlast_conformance.suite.resume import ExecutorResumeTests
 from outlast_conformance.suite.roundtrip import RoundTripTests
 from outlast_conformance.suite.serving import ServingTests
+from outlast_conformance.suite.steps import StepCrashTests
 from outlast_conformance.suite.waiting import WaitingTests
 
 STORE_TOPICS: tuple[type[StoreFixtures], ...] = (
@@ -51,6 +52,7 @@ EXECUTOR_TOPICS: tuple[type[StoreFixtures], ...] = (
     ExecutorOutcomeTests,
     ExecutorResumeTests,
     ServingTests,
+    StepCrashTests,
 )
 """Topics that drive the store end to end through outlast.Executor."""
 
@@ -126,6 +128,7 @@ class ConformanceSuite(
     ExecutorOutcomeTests,
     ExecutorResumeTests,
     ServingTests,
+    StepCrashTests,
 ):
     """The whole conformance suite. Subclass it as ``Test...`` in your tests.
 
