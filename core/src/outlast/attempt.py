@@ -37,7 +37,7 @@ import enum
 import logging
 import random
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -94,7 +94,8 @@ class RunAttempt:
     ``lease`` is the lease length: a failing save is retried while the lease
     the last successful renewal (or the begin or claim) bought lasts.
     ``renew_interval`` paces the heartbeat. ``number`` is the run's attempt
-    (for events).
+    (for events); ``owned_since`` is ``time.monotonic()`` taken just before
+    the begin or claim was asked for.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class RunAttempt:
         lease: float,
         renew_interval: float,
         number: int = 0,
+        owned_since: float | None = None,
     ) -> None:
         self.checkpointer = checkpointer
         self.number = number
@@ -114,7 +116,10 @@ class RunAttempt:
         self._stopping = asyncio.Event()
         self._beating = True
         self._body: asyncio.Task[Output] | None = None
-        self._owned_until = time.monotonic() + lease
+        # The lease the begin or claim bought runs from no earlier than when it
+        # was asked for: counting from then keeps this worker's view on the safe side.
+        since = time.monotonic() if owned_since is None else owned_since
+        self._owned_until = since + lease
 
     def request_stop(self, reason: StopReason, error: BaseException | None = None) -> None:
         """Stop the body; the first reason recorded decides the outcome."""
@@ -207,8 +212,11 @@ class RunAttempt:
 
     # -- saves and the heartbeat --------------------------------------------------
 
-    async def save(self, state: CheckpointState, *, now: bool = False) -> None:
-        """Make ``state`` durable (the loop's checkpoint callback).
+    async def save(
+        self, state: CheckpointState | Callable[[], CheckpointState], *, now: bool = False
+    ) -> None:
+        """Make ``state`` durable (the loop's checkpoint callback); a function
+        building the state is called only when there is a store to write to.
 
         Shielded from the body's cancellation: a save is written whole or not
         at all. A store that cannot be reached is retried with backoff while
@@ -217,7 +225,8 @@ class RunAttempt:
         call's start must be durable before the call).
         """
         if self.checkpointer is not None:
-            await uninterrupted(self._save_retrying(self.checkpointer, state, now))
+            built = state() if callable(state) else state
+            await uninterrupted(self._save_retrying(self.checkpointer, built, now))
 
     async def _save_retrying(self, cp: Checkpointer, state: CheckpointState, now: bool) -> None:
         delay = FIRST_RETRY

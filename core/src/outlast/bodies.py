@@ -24,7 +24,9 @@ Output = tuple[JSON, list[Message], tuple[PhaseOutput, ...], Usage]
 outputs, and the run's usage."""
 
 Checkpoint = Callable[..., Awaitable[None]]
-"""``checkpoint(state, *, now=False)``: the attempt's durable save."""
+"""``checkpoint(state, *, now=False)``: the attempt's durable save; ``state``
+is a CheckpointState or a function building one (called only when there is
+a store to write to)."""
 
 
 async def run_body(
@@ -68,7 +70,8 @@ async def _drive(
     transcript = list(resume.history) if resume and resume.history else definition.opening(input)
 
     async def save(history: Sequence[Message], *, now: bool = False) -> None:
-        await checkpoint(CheckpointState(tuple(history), ()), now=now)
+        # Built only when there is a store to write to (a copy of the history).
+        await checkpoint(lambda: CheckpointState(tuple(history), ()), now=now)
 
     tally = Tally.of(transcript)
     final = await run_loop(

@@ -66,7 +66,16 @@ async def continue_claimed(executor: Executor, claim: Claim, started: float) -> 
     """
     cp = claim.checkpointer
     record = claim.record
-    emit(Event(EventKind.CLAIM, cp.run_id, cp.namespace, cp.epoch, time.monotonic() - started))
+    emit(
+        Event(
+            EventKind.CLAIM,
+            cp.run_id,
+            cp.namespace,
+            cp.epoch,
+            time.monotonic() - started,
+            attempt=record.attempts,
+        )
+    )
     refused: BaseException | None = None
     if record.crashes > executor.max_crashes:
         refused = PoisonRun(
@@ -80,7 +89,12 @@ async def continue_claimed(executor: Executor, claim: Claim, started: float) -> 
         return Ended(Outcome.FAILED, error=refused)
     try:
         result = await executor.run(
-            record.kind, record.input, resume=claim.resume, checkpointer=cp, claimed=record
+            record.kind,
+            record.input,
+            resume=claim.resume,
+            checkpointer=cp,
+            claimed=record,
+            claimed_at=started,
         )
     except Shutdown as exc:
         return Ended(Outcome.RELEASED, error=exc)

@@ -166,6 +166,7 @@ class Executor:
         resume: ResumeState | None = None,
         checkpointer: Checkpointer | None = None,
         claimed: RunRecord | None = None,
+        claimed_at: float | None = None,
     ) -> RunResult:
         """Run ``kind`` on ``input`` to its end and return its result.
 
@@ -173,7 +174,9 @@ class Executor:
         uuid). A run id is an idempotency key: an id that exists never runs
         again (see :mod:`outlast.idempotency`). A recovered run passes the
         claim's ``checkpointer``, ``resume`` state and ``claimed`` record: it
-        continues on the SAME record. Raises the run's error after
+        continues on the SAME record; ``claimed_at`` is ``time.monotonic()``
+        taken just before the claim was asked for (the lease runs from no
+        earlier; default: now). Raises the run's error after
         finalizing; Shutdown when it was released; RunWaiting when a tool
         asked for outside input and the run now waits for it.
         """
@@ -181,10 +184,12 @@ class Executor:
             if checkpointer is not None:  # a claimed run: hand it back at once
                 await uninterrupted(finish(checkpointer, None, False, None, _SHUTDOWN))
             raise Shutdown("the executor is shutting down; no new runs start")
+        owned_since = time.monotonic() if claimed_at is None else claimed_at
         if checkpointer is None:
             self.registry.require(kind)
             run_id = uuid.uuid4().hex if run_id is None else ids.check_run_id(run_id)
             start = RunStart(run_id, kind, input, self.namespace, self.owner, self.lease)
+            owned_since = time.monotonic()  # the store's lease runs from after this
             begun = await beginning.begin_shielded(self.store, start, self.strict)
             if isinstance(begun, RunResult):
                 return begun
@@ -196,7 +201,11 @@ class Executor:
             cp = ThrottledCheckpointer(cp, self.save_interval)
         number = claimed.attempts if claimed is not None else 1
         attempt = RunAttempt(
-            cp, lease=self.lease, renew_interval=self.renew_interval, number=number
+            cp,
+            lease=self.lease,
+            renew_interval=self.renew_interval,
+            number=number,
+            owned_since=owned_since,
         )
         self._attempts.add(attempt)
         if self.shutting_down:  # shutdown() came while begin was in flight

@@ -11,7 +11,6 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import overload
 
 from outlast.errors import CriticKilled, ModelError, OutlastError, ResumeMismatch, StepLimitExceeded
 from outlast.events import EventKind
@@ -21,10 +20,11 @@ from outlast.ports import CheckpointState, ResumeState
 from outlast.runs import Critic, Plan
 from outlast.steps import RunScope, Save, StepCalls, Tally, unfinished_step, with_call_ids
 from outlast.tools import Tool
+from outlast.views import Prefix
 
 Checkpoint = Callable[..., Awaitable[None]]
-"""``checkpoint(state, *, now=False)``: make ``state`` durable (``now``: even
-through a throttle)."""
+"""``checkpoint(state, *, now=False)``: make ``state`` (a CheckpointState, or
+a function building one) durable; ``now``: even through a throttle."""
 
 
 async def run_loop(
@@ -116,39 +116,7 @@ class Conversation:
             if transcript[index].role != MARKER:
                 self._shown.append(transcript[index])
         self._seen = len(transcript)
-        return Prefix(self._shown, len(self._shown))
-
-
-class Prefix(Sequence[Message]):
-    """The first ``length`` messages of a list that only grows: a read-only
-    view, made without copying."""
-
-    __slots__ = ("_items", "_length")
-
-    def __init__(self, items: list[Message], length: int) -> None:
-        self._items = items
-        self._length = length
-
-    def __len__(self) -> int:
-        return self._length
-
-    @overload
-    def __getitem__(self, index: int) -> Message: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[Message]: ...
-
-    def __getitem__(self, index: int | slice) -> Message | Sequence[Message]:
-        if isinstance(index, slice):
-            return self._items[: self._length][index]
-        if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
-            raise IndexError("message index out of range")
-        return self._items[index]
-
-    def __repr__(self) -> str:
-        return f"Prefix({self._items[: self._length]!r})"
+        return Prefix(self._shown)
 
 
 async def _judge(critic: Critic | None, transcript: Sequence[Message]) -> None:
@@ -215,7 +183,7 @@ async def run_plan(
         async def save_step(
             history: Sequence[Message], done: tuple[PhaseOutput, ...] = done, *, now: bool = False
         ) -> None:
-            await checkpoint(CheckpointState(tuple(history), done), now=now)
+            await checkpoint(lambda: CheckpointState(tuple(history), done), now=now)
 
         tally = Tally.of(transcript)
         final = await run_loop(

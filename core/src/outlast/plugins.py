@@ -134,6 +134,11 @@ def unknown_backend(scheme: str) -> UnknownBackend:
     )
 
 
+def listening() -> bool:
+    """Whether any ``outlast_event`` hook is registered (else events need not be made)."""
+    return bool(plugin_manager().hook.outlast_event.get_hookimpls())
+
+
 def emit(event: Any) -> None:
     """Hand ``event`` to every ``outlast_event`` hook; a failing observer is logged."""
     for impl in plugin_manager().hook.outlast_event.get_hookimpls():

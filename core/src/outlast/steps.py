@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from outlast import codec, waiting
 from outlast.events import Event, EventKind
 from outlast.messages import JSON, MARKER, JSONObject, Message, ToolCall
-from outlast.plugins import emit
+from outlast.plugins import emit, listening
 from outlast.tools import Tool, ToolContext, ToolError, idempotency_key
 
 Save = Callable[..., Awaitable[None]]
@@ -74,7 +74,9 @@ class RunScope:
         detail: Mapping[str, JSON],
         error: str | None = None,
     ) -> None:
-        """Report one operation of this run to observers."""
+        """Report one operation of this run to observers (if any listen)."""
+        if not listening():
+            return
         emit(
             Event(
                 kind,
@@ -179,9 +181,7 @@ class StepCalls:
         self.parked: list[tuple[int, waiting.Parked]] = []
         after = transcript[position + 1 :]
         self._done = {m.tool_call_id for m in after if m.role == "tool"}
-        self._started = {
-            m.tool_call_id for m in after if m.role == MARKER and m.meta.get("started")
-        }
+        self._started = {m.tool_call_id for m in after if _started_note(m)}
 
     async def run(self) -> None:
         """Run the missing calls; raise Parked when one of them asked to wait."""
@@ -191,17 +191,20 @@ class StepCalls:
             for index, call in enumerate(reply.tool_calls)
             if call.id not in self._done
         ]
-        try:
-            async with asyncio.TaskGroup() as group:
-                for index, call in missing:
-                    group.create_task(self._one(index, call))
-        except BaseExceptionGroup as grouped:  # one tool's error ends the run: that error
-            raise _first(grouped) from None
+        if len(missing) == 1:  # the common case: no task to make
+            await self._one(*missing[0])
+        elif missing:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, call in missing:
+                        group.create_task(self._one(index, call))
+            except BaseExceptionGroup as grouped:  # one tool's error ends the run: that error
+                raise _first(grouped) from None
         if self.parked:
             raise min(self.parked, key=lambda parked: parked[0])[1]
 
-    async def _one(self, index: int, call: ToolCall) -> None:
-        context = ToolContext(
+    def _context(self, index: int, call: ToolCall) -> ToolContext:
+        return ToolContext(
             run_id=self.scope.run_id,
             namespace=self.scope.namespace,
             kind=self.scope.kind,
@@ -211,6 +214,8 @@ class StepCalls:
                 self.scope.namespace, self.scope.run_id, self.segment, self.position, index
             ),
         )
+
+    async def _one(self, index: int, call: ToolCall) -> None:
         answered = waiting.answer(call, self.scope.wait, self.scope.delivery)
         if answered is not None:
             await self._record(call, _text(answered[0]))
@@ -223,7 +228,7 @@ class StepCalls:
             return
         if not tool.retry and call.id in self._started:
             started = time.monotonic()
-            content = await _reconciled(tool, call, context)
+            content = await _reconciled(tool, call, self._context(index, call))
             outcome = "reconciled" if tool.reconcile is not None else "unknown"
             self._report(call, time.monotonic() - started, outcome)
             await self._record(call, content)
@@ -234,6 +239,7 @@ class StepCalls:
                 await self._append(Message.started(call.id, call.name), now=True)
             started = time.monotonic()
             try:
+                context = self._context(index, call) if tool.takes_context else None
                 result = await tool.call(call.arguments, context)
             except ToolError as exc:
                 content, outcome = f"error: {exc}", "tool_error"

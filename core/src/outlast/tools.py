@@ -95,6 +95,11 @@ class Tool:
     def spec(self) -> JSONObject:
         return {"name": self.name, "description": self.description, "parameters": self.parameters}
 
+    @property
+    def takes_context(self) -> bool:
+        """Whether the handler takes a second argument, a ToolContext."""
+        return _takes_context(self.handler)
+
     async def call(self, arguments: JSONObject, context: ToolContext | None = None) -> JSON:
         """Run the handler (with ``context`` when it takes one)."""
         if context is not None and _takes_context(self.handler):
