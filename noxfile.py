@@ -31,7 +31,7 @@ ADAPTERS = {
     "s3": "./adapters/s3",
 }
 JSONDIR = "./examples/jsondir"
-CORE_EXTRAS = f"{CORE}[openai,anthropic]"  # the model clients' SDKs, for their tests
+CORE_EXTRAS = f"{CORE}[openai,anthropic,fast]"  # the model clients' SDKs, orjson
 EVERYTHING = [CORE_EXTRAS, CONFORMANCE, *ADAPTERS.values(), JSONDIR]
 EXAMPLE_APPS = ["examples/refund_approval/app.py", "examples/openai_compatible/agent.py"]
 TEST_DIRS = {

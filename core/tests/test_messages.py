@@ -71,3 +71,35 @@ def test_delta_rejects_a_shrinking_state() -> None:
         SaveCursor(phases=2).delta(CheckpointState((), (PhaseOutput("a", 1),)))
     with pytest.raises(CheckpointStateError, match="only grows by appending"):
         SaveCursor(messages=3).delta(CheckpointState((MESSAGES[0],)))
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["msgspec", "stdlib"])
+def test_both_json_parsers_read_exactly_the_same_values(
+    fast: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With msgspec (outlast[fast]) and without it, a stored message reads
+    back equal, integers beyond 64 bits included; what msgspec refuses (a
+    lone surrogate escape) falls back to the standard library, and damage is
+    CorruptCheckpoint either way."""
+    from outlast import codec
+    from outlast.errors import CorruptCheckpoint
+
+    if not fast:
+        monkeypatch.setattr(codec, "_fast_loads", None)
+    else:
+        pytest.importorskip("msgspec")
+    big = 2**80 + 1
+    message = Message(
+        "assistant",
+        [{"type": "text", "text": 'ünïcödé \u2028 "quoted"'}, "tail"],
+        (ToolCall("c1", "f", {"n": big, "x": 1.5e-300, "nested": {"a": [None, True]}}),),
+        meta={"k": [1, 2]},
+        usage={"input_tokens": 3},
+    )
+    text = codec.encode_message(message)
+    assert codec.decode_message(text, "r") == message
+    assert codec.decode_message(text.encode(), "r") == message
+    assert codec.loads(str(big), "r") == big
+    assert codec.loads('"\\ud800"', "r") == "\ud800"
+    with pytest.raises(CorruptCheckpoint):
+        codec.loads('{"broken": ', "r")

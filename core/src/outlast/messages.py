@@ -16,6 +16,10 @@ JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | Non
 JSONObject: TypeAlias = "dict[str, JSON]"
 
 
+_ABSENT: Any = object()
+"""A field missing from a stored object (told apart from one stored as null)."""
+
+
 def _object(value: object, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
@@ -36,10 +40,11 @@ class ToolCall:
     @classmethod
     def from_json(cls, data: object) -> ToolCall:
         obj = _object(data, "a tool call")
+        arguments = obj.get("arguments", _ABSENT)
         return cls(
-            id=str(obj["id"]),
-            name=str(obj["name"]),
-            arguments=_object(obj.get("arguments", {}), "tool call arguments"),
+            str(obj["id"]),
+            str(obj["name"]),
+            {} if arguments is _ABSENT else _object(arguments, "tool call arguments"),
         )
 
 
@@ -120,18 +125,23 @@ class Message:
 
     @classmethod
     def from_json(cls, data: object) -> Message:
+        # A resume decodes every message of a run: this path is kept lean (no
+        # generator for a message without calls, no check of absent fields).
         obj = _object(data, "a message")
         content = obj.get("content")
         if content is not None and not isinstance(content, str | list):
             raise ValueError("message content must be text, a list of parts, or null")
+        calls = obj.get("tool_calls")
+        meta = obj.get("meta", _ABSENT)
+        usage = obj.get("usage")
         return cls(
-            role=str(obj["role"]),
-            content=content,
-            tool_calls=tuple(ToolCall.from_json(c) for c in obj.get("tool_calls") or ()),
-            tool_call_id=obj.get("tool_call_id"),
-            name=obj.get("name"),
-            meta=_object(obj.get("meta", {}), "message meta"),
-            usage=_usage(obj.get("usage")),
+            str(obj["role"]),
+            content,
+            tuple(ToolCall.from_json(c) for c in calls) if calls else (),
+            obj.get("tool_call_id"),
+            obj.get("name"),
+            {} if meta is _ABSENT else _object(meta, "message meta"),
+            None if usage is None else _usage(usage),
         )
 
 
