@@ -31,8 +31,9 @@ ADAPTERS = {
     "s3": "./adapters/s3",
 }
 JSONDIR = "./examples/jsondir"
+OPENTELEMETRY = "./plugins/opentelemetry"
 CORE_EXTRAS = f"{CORE}[openai,anthropic,fast]"  # the model clients' SDKs, orjson
-EVERYTHING = [CORE_EXTRAS, CONFORMANCE, *ADAPTERS.values(), JSONDIR]
+EVERYTHING = [CORE_EXTRAS, CONFORMANCE, *ADAPTERS.values(), JSONDIR, f"{OPENTELEMETRY}[test]"]
 EXAMPLE_APPS = ["examples/refund_approval/app.py", "examples/openai_compatible/agent.py"]
 TEST_DIRS = {
     "core": ["core/tests"],
@@ -41,6 +42,7 @@ TEST_DIRS = {
     "redis": ["adapters/redis/tests"],
     "s3": ["adapters/s3/tests"],
     "jsondir": ["examples/jsondir/tests"],
+    "opentelemetry": ["plugins/opentelemetry/tests"],
 }
 TOOLS = ["pytest>=8", "pytest-asyncio>=1.0", "moto[server]>=5.1"]
 WHEELHOUSE = "dist"  # git-ignored; the README's `pip install --find-links dist ...`
@@ -143,6 +145,7 @@ def typecheck(session: nox.Session) -> None:
         "conformance_tests/src",
         *[f"{path}/src" for path in ADAPTERS.values()],
         "examples/jsondir/src",
+        "plugins/opentelemetry/src",
         "chaos",
         *EXAMPLE_APPS,
     )
