@@ -8,10 +8,12 @@ separate connections and processes, the schema version, URLs and driver errors.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ import pytest
 import pytest_asyncio
 
 import outlast
+from outlast import codec
 from outlast.errors import (
     CheckpointStateError,
     ConfigurationError,
@@ -32,8 +35,16 @@ from outlast.errors import (
 )
 from outlast.messages import Message, PhaseOutput, ToolCall
 from outlast.ports import CheckpointState, RunStart, RunStatus
+from outlast.stores import sqlite_schema
 from outlast.stores.sqlite import SqliteStore, open_sqlite
-from outlast.stores.sqlite_schema import SCHEMA_VERSION
+from outlast.stores.sqlite_schema import (
+    PAGE_SIZE,
+    SCHEMA_VERSION,
+    WAL_CHECKPOINT_BYTES,
+    WAL_SIZE_LIMIT,
+    RawRun,
+    decode_run,
+)
 
 TIMEOUT = 30.0
 Eventually = Callable[[Callable[[], Awaitable[bool]]], Awaitable[None]]
@@ -203,7 +214,7 @@ async def test_a_fenced_checkpointer_changes_nothing(
     before = await sqlite_store.load("run-1")
     rows_before = query(db_path, "SELECT * FROM messages")
 
-    writes: list[Callable[[], Awaitable[None]]] = [
+    writes: list[Callable[[], Awaitable[object]]] = [
         lambda: stale.save(CheckpointState(chat(4))),
         lambda: stale.save(CheckpointState(chat(2))),  # even an empty delta is fenced
         lambda: stale.complete("stale result"),
@@ -433,6 +444,9 @@ async def test_of_claimers_in_separate_processes_one_wins(
 
 # --- corrupt and foreign records -----------------------------------------------------
 
+DECODE_SEAM = "outlast.stores.sqlite.decode_run"
+"""Where the store decodes what a claim read (the record and the transcript)."""
+
 
 @pytest.mark.asyncio
 async def test_a_corrupt_transcript_is_never_claimed(
@@ -448,6 +462,91 @@ async def test_a_corrupt_transcript_is_never_claimed(
     with pytest.raises(CorruptCheckpoint, match="run-1"):
         await sqlite_store.claim("run-1", owner="b", lease=30)
     assert query(db_path, "SELECT epoch, attempts, owner FROM runs") == [(1, 1, "")]
+
+
+@pytest.mark.asyncio
+async def test_claim_next_quarantines_a_corrupt_transcript_with_its_claim_undone(
+    sqlite_store: SqliteStore, db_path: Path
+) -> None:
+    """The claim is committed before the transcript is decoded; when it does
+    not parse the claim is undone, so the quarantine finds the run as it was."""
+    cp = await sqlite_store.begin(start())
+    await cp.save(CheckpointState(chat(2)))
+    await cp.release()
+    query(db_path, "UPDATE messages SET body = '{not json' WHERE seq = 1")
+
+    assert await sqlite_store.claim_next(["demo"], owner="b", lease=30) is None
+
+    rows = query(db_path, "SELECT status, epoch, attempts, crashes, owner, error FROM runs")
+    assert [row[:5] for row in rows] == [("failed", 2, 1, 0, "")]
+    assert rows[0][5].startswith("CorruptCheckpoint: ")
+
+
+@pytest.mark.asyncio
+async def test_a_failed_claim_is_not_undone_over_a_later_write(
+    sqlite_store: SqliteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the claim's commit and its undo another connection wrote the
+    run (here a cancel request): the undo is fenced and leaves that row."""
+    cp = await sqlite_store.begin(start())
+    await cp.save(CheckpointState(chat(2)))
+    await cp.release()
+    query(db_path, "UPDATE messages SET body = '{not json' WHERE seq = 0")
+
+    def decode_after_another_write(raw: RawRun) -> Any:
+        query(db_path, "UPDATE runs SET cancel_requested = 1, updated_at = updated_at + 1")
+        return decode_run(raw)
+
+    monkeypatch.setattr(DECODE_SEAM, decode_after_another_write)
+    with pytest.raises(CorruptCheckpoint, match="run-1"):
+        await sqlite_store.claim("run-1", owner="b", lease=30)
+
+    assert query(db_path, "SELECT epoch, attempts, owner, cancel_requested FROM runs") == [
+        (2, 2, "b", 1)
+    ]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["claim", "claim_next"])
+async def test_a_claim_decodes_the_transcript_without_holding_the_write_lock(
+    sqlite_store: SqliteStore,
+    open_store: Callable[..., SqliteStore],
+    db_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    """While a claim decodes the transcript it took over, another connection
+    (another process, in production) saves and begins runs: the claim's write
+    transaction committed before the decoding began."""
+    cp = await sqlite_store.begin(start("long"))
+    await cp.save(CheckpointState(chat(50)))
+    await cp.release()
+    other = open_store()
+    writer = await other.begin(start("other", lease=3600))
+    decoding, written = threading.Event(), threading.Event()
+
+    def held_decode(raw: RawRun) -> Any:
+        decoding.set()
+        assert written.wait(TIMEOUT), "the other connection never wrote"
+        return decode_run(raw)
+
+    monkeypatch.setattr(DECODE_SEAM, held_decode)
+    if how == "claim":
+        claiming = asyncio.ensure_future(sqlite_store.claim("long", owner="b", lease=30))
+    else:
+        claiming = asyncio.ensure_future(sqlite_store.claim_next(["demo"], owner="b", lease=30))
+    try:
+        assert await asyncio.to_thread(decoding.wait, TIMEOUT)
+        # The decode is in progress (held above): were the write lock still
+        # held, these would wait busy_timeout and raise StoreUnavailable.
+        await writer.save(CheckpointState(chat(2)))
+        await other.begin(start("third"))
+        assert query(db_path, "SELECT epoch, owner FROM runs WHERE run_id = 'long'") == [(2, "b")]
+    finally:
+        written.set()
+    claim = await claiming
+    assert claim is not None and claim.record.run_id == "long"
+    assert claim.resume.history == chat(50)
 
 
 @pytest.mark.asyncio
@@ -699,6 +798,84 @@ async def test_migrate_creates_the_schema_once(sqlite_store: SqliteStore, db_pat
 async def test_the_file_uses_wal(sqlite_store: SqliteStore, db_path: Path) -> None:
     await sqlite_store.begin(start())
     assert query(db_path, "PRAGMA journal_mode") == [("wal",)]
+
+
+def wal_of(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def size_of(path: Path) -> int:
+    """The file's size; 0 when there is none."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def tool_result(i: int) -> Message:
+    """A ~1 KiB message."""
+    return Message.tool(f"call-{i}", "search", f"result {i}: " + "x" * 1000)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("page_size", [PAGE_SIZE, 4096], ids=["new-file", "4-KiB-file-of-before"])
+async def test_the_wal_stays_bounded_after_many_saves(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, page_size: int
+) -> None:
+    """500 saves of one ~1 KiB message each write well over 1,000 pages to
+    the log (SQLite's default auto-checkpoint, which never shrinks the file):
+    the -wal file never grows past the checkpoint threshold plus the commit
+    that crossed it, and is truncated when the log starts over."""
+    if page_size != PAGE_SIZE:  # the file is made as outlast made it before
+        monkeypatch.setattr(sqlite_schema, "PAGE_SIZE", page_size)
+        before = SqliteStore(db_path)
+        await before.migrate()
+        await before.close()
+        monkeypatch.undo()
+    store = SqliteStore(db_path)
+    try:
+        cp = await store.begin(start())
+        pages = WAL_CHECKPOINT_BYTES // page_size
+        settings = await store.file.call(
+            lambda conn: [
+                conn.execute(f"PRAGMA {name}").fetchone()[0]
+                for name in ("page_size", "wal_autocheckpoint", "journal_size_limit")
+            ]
+        )
+        assert settings == [page_size, pages, WAL_SIZE_LIMIT]
+        wal = wal_of(db_path)
+        history: list[Message] = []
+        sizes: list[int] = []
+        for i in range(500):
+            history.append(tool_result(i))
+            await cp.save(CheckpointState(tuple(history)))
+            sizes.append(size_of(wal))
+    finally:
+        await store.close()
+    frame = 24 + page_size  # a WAL frame: its header and one page
+    assert 32 + (pages - 1 + 8) * frame < 1000 * frame
+    assert max(sizes) <= 32 + (pages - 1 + 8) * frame, "more than a commit past the threshold"
+    assert any(later < earlier for earlier, later in itertools.pairwise(sizes)), "never truncated"
+
+
+@pytest.mark.asyncio
+async def test_a_transcript_of_1_kib_messages_is_stored_in_at_most_1_2_times_its_bytes(
+    db_path: Path,
+) -> None:
+    """1,000 messages of ~1 KiB: the file (the WAL checkpointed into it at
+    close) holds at most 1.2x their JSON. 8 KiB pages hold seven such rows;
+    4 KiB ones held three, ~1.3x."""
+    store = SqliteStore(db_path)
+    history = tuple(tool_result(i) for i in range(1000))
+    try:
+        cp = await store.begin(start())
+        for end in range(20, 1001, 20):
+            await cp.save(CheckpointState(history[:end]))
+    finally:
+        await store.close()
+    assert size_of(wal_of(db_path)) == 0
+    own = sum(len(codec.encode_message(message).encode()) for message in history)
+    assert size_of(db_path) <= 1.2 * own
 
 
 # --- closing ------------------------------------------------------------------------------

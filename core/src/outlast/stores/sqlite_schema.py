@@ -13,6 +13,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from outlast import codec
@@ -94,6 +95,19 @@ _SCHEMA = (
 )
 
 
+PAGE_SIZE = 8192
+"""The page size of a new file (one that exists keeps its own). A page holds
+whole rows: ~1 KiB messages fill 8 KiB pages to ~95%, 4 KiB ones (SQLite's
+default) to ~80%."""
+
+WAL_CHECKPOINT_BYTES = 1024 * 1024
+"""A commit leaving more than this in the ``-wal`` file checkpoints it (see
+:func:`_bound_wal`)."""
+
+WAL_SIZE_LIMIT = 0
+"""The size the ``-wal`` file is truncated to when the log starts again after
+a checkpoint (``PRAGMA journal_size_limit``)."""
+
 SYNCHRONOUS = ("normal", "full")
 """The ``synchronous`` option's values (``PRAGMA synchronous``): what a commit survives."""
 
@@ -140,6 +154,10 @@ def connect(
                 _missing(path) + " (the file exists but holds no outlast schema)"
             )
         conn.row_factory = sqlite3.Row
+        # A new file's page size, set before WAL mode (or a table) writes its
+        # header; a file that exists keeps its own. PRAGMA takes no
+        # parameters; PAGE_SIZE is a constant int.
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE:d}")
         # WAL: readers never block the writer and a commit is one append to the
         # log. synchronous=NORMAL under WAL keeps every committed transaction
         # across a process crash (kill -9), which is the failure model outlast
@@ -149,11 +167,31 @@ def connect(
         _enable_wal(conn, busy_timeout)
         # PRAGMA takes no parameters; the mode is one of SYNCHRONOUS.
         conn.execute(f"PRAGMA synchronous={synchronous_mode(synchronous).upper()}")
+        _bound_wal(conn)
         migrate(conn, path)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _bound_wal(conn: sqlite3.Connection) -> None:
+    """Keep the ``-wal`` file near :data:`WAL_CHECKPOINT_BYTES`.
+
+    A commit that leaves more than that in the log checkpoints it, PASSIVE
+    (SQLite's auto-checkpoint, run by the committing connection after its
+    commit: it takes no lock another writer waits for, and copies only what no
+    reader still needs); the first commit after a complete checkpoint starts
+    the log again from its beginning and truncates the file to
+    :data:`WAL_SIZE_LIMIT`. Without the limit the file never shrinks from its
+    largest size; without a smaller threshold SQLite lets it reach 1,000 pages.
+    A reader that keeps one snapshot open for long (not outlast: its reads are
+    single short transactions) holds the log back until it ends.
+    """
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    # PRAGMA takes no parameters; both values are computed ints.
+    conn.execute(f"PRAGMA wal_autocheckpoint = {max(1, WAL_CHECKPOINT_BYTES // page_size):d}")
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT:d}")
 
 
 def _missing(path: Path) -> str:
@@ -295,34 +333,74 @@ def translate(exc: sqlite3.Error, path: Path, busy_timeout: float) -> OutlastErr
     return StoreError(f"{where}: {exc}")
 
 
-def load_run(
-    conn: sqlite3.Connection, namespace: str, run_id: str
-) -> tuple[RunRecord, CheckpointState] | None:
-    """The run's record and progress, inside the caller's transaction."""
+@dataclass(frozen=True, slots=True)
+class RawRun:
+    """A run's ``runs`` row and the rows of its progress, as stored: nothing decoded.
+
+    Read inside a transaction by :func:`read_run`, decoded after it by
+    :func:`decode_run`, so no lock (nor snapshot) is held while JSON is parsed.
+    """
+
+    row: sqlite3.Row
+    phases: list[tuple[int, str | bytes]]
+    messages: list[tuple[int, str | bytes]]
+
+
+def read_run(conn: sqlite3.Connection, namespace: str, run_id: str) -> RawRun | None:
+    """The run's row and progress rows, inside the caller's transaction."""
     row = conn.execute(
         f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND run_id = ?", (namespace, run_id)
     ).fetchone()
     if row is None:
         return None
-    record = record_of(row)
+    phases, messages = read_progress(conn, namespace, run_id)
+    return RawRun(row, phases, messages)
+
+
+def read_progress(
+    conn: sqlite3.Connection, namespace: str, run_id: str
+) -> tuple[list[tuple[int, str | bytes]], list[tuple[int, str | bytes]]]:
+    """The ``(position, body)`` rows of the run's phases and of its current
+    segment's messages (those saved after the last completed phase), inside
+    the caller's transaction; plain tuples, the bodies as stored."""
     key = (namespace, run_id)
-    phase_rows = conn.execute(
-        "SELECT idx, body FROM phases WHERE namespace = ? AND run_id = ? ORDER BY idx", key
-    )
-    phases = codec.decode_all(_in_order(phase_rows, run_id, "phase"), run_id, codec.decode_phase)
-    # The current segment's messages: those saved after the last completed phase.
-    message_rows = conn.execute(
-        "SELECT seq, body FROM messages WHERE namespace = ? AND run_id = ? AND segment = ? "
-        "ORDER BY seq",
-        (*key, len(phases)),
-    )
-    history = codec.decode_all(
-        _in_order(message_rows, run_id, "message"), run_id, codec.decode_message
-    )
-    return record, CheckpointState(history, phases)
+    cursor = conn.cursor()
+    cursor.row_factory = None  # tuples: no Row object per message
+    try:
+        phases: list[tuple[int, str | bytes]] = cursor.execute(
+            "SELECT idx, body FROM phases WHERE namespace = ? AND run_id = ? ORDER BY idx", key
+        ).fetchall()
+        messages: list[tuple[int, str | bytes]] = cursor.execute(
+            "SELECT seq, body FROM messages WHERE namespace = ? AND run_id = ? AND segment = ? "
+            "ORDER BY seq",
+            (*key, len(phases)),
+        ).fetchall()
+    finally:
+        cursor.close()
+    return phases, messages
 
 
-def _in_order(rows: Iterable[sqlite3.Row], run_id: str, what: str) -> list[str | bytes]:
+def decode_run(raw: RawRun) -> tuple[RunRecord, CheckpointState]:
+    """The record and progress of ``raw``; CorruptCheckpoint when any of it
+    does not parse (UnknownFormat for a newer outlast's)."""
+    record = record_of(raw.row)
+    return record, decode_progress(record.run_id, raw.phases, raw.messages)
+
+
+def decode_progress(
+    run_id: str,
+    phases: list[tuple[int, str | bytes]],
+    messages: list[tuple[int, str | bytes]],
+) -> CheckpointState:
+    """The progress :func:`read_progress` read; CorruptCheckpoint when it does not parse."""
+    decoded_phases = codec.decode_all(
+        _in_order(phases, run_id, "phase"), run_id, codec.decode_phase
+    )
+    history = codec.decode_all(_in_order(messages, run_id, "message"), run_id, codec.decode_message)
+    return CheckpointState(history, decoded_phases)
+
+
+def _in_order(rows: Iterable[tuple[int, str | bytes]], run_id: str, what: str) -> list[str | bytes]:
     """The bodies of ``(position, body)`` rows, which must number 0, 1, 2, ..."""
     bodies: list[str | bytes] = []
     for position, (index, body) in enumerate(rows):
