@@ -198,18 +198,42 @@ HISTORY = (Message.system("be brief"), Message.user("hi"), Message.assistant("he
 
 
 class CommandCounter:
-    """Counts the commands a store's client sends (each one is a round trip)."""
+    """Counts the round trips a store's client makes: one entry per command
+    sent alone (its name), and one per pipeline (``"PIPELINE: A B"``, or
+    ``"MULTI: A B"`` for a MULTI/EXEC one: its commands in order)."""
 
     def __init__(self, store: RedisStore) -> None:
         self.commands: list[str] = []
         client = store.client
         send = client.execute_command
+        open_pipeline = client.pipeline
 
         async def counted(*args: Any, **options: Any) -> Any:
             self.commands.append(str(args[0]).upper())
             return await send(*args, **options)
 
+        def pipeline(*args: Any, **options: Any) -> Any:
+            pipe = open_pipeline(*args, **options)
+            names: list[str] = []
+            buffer, execute = pipe.execute_command, pipe.execute
+            transaction = bool(getattr(pipe, "is_transaction", getattr(pipe, "_transaction", 0)))
+
+            def buffered(*args: Any, **options: Any) -> Any:
+                names.append(str(args[0]).upper())
+                return buffer(*args, **options)
+
+            async def executed(*args: Any, **options: Any) -> Any:
+                kind = "MULTI" if transaction else "PIPELINE"
+                self.commands.append(f"{kind}: {' '.join(names)}")
+                names.clear()
+                return await execute(*args, **options)
+
+            pipe.execute_command = buffered
+            pipe.execute = executed
+            return pipe
+
         client.execute_command = counted  # type: ignore[method-assign]  # test spy
+        client.pipeline = pipeline  # type: ignore[method-assign]  # test spy
 
     def take(self) -> list[str]:
         taken, self.commands = self.commands, []

@@ -10,7 +10,7 @@ import pytest_asyncio
 import redis
 from redis_testing import HISTORY, CommandCounter, eventually, free_port, purged
 
-from outlast.adapter import CheckpointState, PhaseOutput, RunStart, StoreUnavailable
+from outlast.adapter import CheckpointState, Message, PhaseOutput, RunStart, StoreUnavailable
 from outlast_redis import RedisStore, open_redis
 
 
@@ -76,6 +76,39 @@ async def test_waiting_runs_on_every_node_wait_take_input_and_are_claimed_in_one
         )
 
     assert counter.take() == ["EVALSHA"] * 3 * len(checkpointers)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("transactions", [True, False], ids=["multi-exec", "without"])
+async def test_long_transcripts_load_and_resume_in_few_round_trips_on_every_node(
+    store: RedisStore, transactions: bool
+) -> None:
+    """load is one MULTI/EXEC, a claim of a long transcript one script plus
+    one MULTI of LRANGEs; with a redis-py whose Cluster client has no
+    MULTI/EXEC, load falls back to its script and the claim to a pipeline."""
+    store.connection.transaction()  # the client exists, and knows what it can send
+    store.connection._cluster_transactions = transactions
+    history = HISTORY + tuple(Message.tool(f"c{i}", "t", "x" * 500) for i in range(100))
+    phases = (PhaseOutput("one", 1),)
+    checkpointers = [
+        await store.begin(RunStart(f"run-{i}", "test", namespace=f"tenant-{i}")) for i in range(6)
+    ]
+    for checkpointer in checkpointers:
+        await checkpointer.save(CheckpointState(history, phases))
+        await checkpointer.release()
+    counter = CommandCounter(store)
+
+    for checkpointer in checkpointers:
+        namespace = checkpointer.namespace
+        loaded = await store.load(checkpointer.run_id, namespace)
+        assert loaded is not None and loaded.state.history == history
+        claim = await store.claim(checkpointer.run_id, owner="o", lease=30.0, namespace=namespace)
+        assert claim is not None and claim.resume.history == history
+        assert claim.resume.completed_phases == phases
+
+    load = "MULTI: HGETALL LRANGE LRANGE" if transactions else "EVALSHA"
+    progress = "MULTI: LRANGE LRANGE" if transactions else "PIPELINE: LRANGE LRANGE"
+    assert counter.take() == [load, "EVALSHA", progress] * len(checkpointers)
 
 
 @pytest.mark.asyncio

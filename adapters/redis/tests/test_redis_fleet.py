@@ -128,7 +128,7 @@ async def test_claim_next_retried_after_its_reply_was_lost_answers_the_same_run(
     index = store.namespace_keys("default")
     token = new_token()
     keys = [index.leases, index.claimed(token)]
-    args = [index.base, "w", "30.0", token, codec.FORMAT_VERSION, SCAN_BUDGET, "", "", "a"]
+    args = [index.base, "w", "30.0", token, codec.FORMAT_VERSION, SCAN_BUDGET, 32, "", "", "a"]
 
     first = await store.connection.run("claim_next", keys, args)
     again = await store.connection.run("claim_next", keys, args)  # as redis-py retries it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -9,7 +10,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import redis
+from packaging.requirements import Requirement
+from redis._parsers import _AsyncHiredisParser
 from redis.crc import key_slot
+from redis.utils import HIREDIS_AVAILABLE
 from redis_testing import (
     HISTORY,
     CommandCounter,
@@ -97,14 +101,86 @@ async def test_save_load_and_claim_take_a_constant_number_of_round_trips(
     assert counter.take() == ["EVALSHA"]
 
     loaded = await store.load(checkpointer.run_id)
-    assert counter.take() == ["EVALSHA"]
+    assert counter.take() == ["MULTI: HGETALL LRANGE LRANGE"]  # one atomic round trip
     assert loaded is not None and loaded.state.phases == (PhaseOutput("plan", {"ok": 1}),)
 
     await checkpointer.release()
     counter.take()
     claim = await store.claim(checkpointer.run_id, owner="other", lease=30.0)
-    assert counter.take() == ["EVALSHA"]  # the claim script moves the lease index too
+    # The claim script moves the lease index too; 504 entries are read with LRANGE.
+    assert counter.take() == ["EVALSHA", "MULTI: LRANGE LRANGE"]
     assert claim is not None and claim.record.epoch == 2
+    assert claim.resume.history == long_history
+
+
+@pytest.mark.asyncio
+async def test_a_claim_answers_a_short_transcript_itself_and_reads_a_long_one_with_lrange(
+    store: RedisStore,
+) -> None:
+    """A script's reply copies every entry through Lua; LRANGE does not. Up to
+    inline_progress entries the claim script answers them (one round trip),
+    beyond it the claim reads them in one more: one MULTI of two LRANGEs."""
+    short = HISTORY + tuple(Message.user(f"m{i}") for i in range(store.inline_progress - 3))
+    long = (*short, Message.user("one too many"))
+    for history, trips in (
+        (short, ["EVALSHA"]),
+        (long, ["EVALSHA", "MULTI: LRANGE LRANGE"]),
+    ):
+        checkpointer = await begin(store)
+        await checkpointer.save(CheckpointState(history))
+        await checkpointer.release()
+        counter = CommandCounter(store)
+
+        claim = await store.claim(checkpointer.run_id, owner="other", lease=30.0)
+
+        assert counter.take() == trips
+        assert claim is not None and claim.resume.history == history
+        await claim.checkpointer.release()
+        counter.take()
+        claimed = await store.claim_next(["test"], owner="third", lease=30.0)
+        assert counter.take() == trips
+        assert claimed is not None and claimed.resume.history == history
+        await claimed.checkpointer.complete("done")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("inline", [0, 10**9], ids=["read-with-lrange", "answered-inline"])
+async def test_claims_resume_phases_and_messages_however_the_progress_travels(
+    store: RedisStore, raw: redis.Redis, inline: int
+) -> None:
+    store.inline_progress = inline
+    phases = (PhaseOutput("plan", {"ok": 1}), PhaseOutput("act", [2]))
+    history = HISTORY + tuple(Message.tool(f"c{i}", "t", "x" * 1000) for i in range(200))
+    checkpointer = await begin(store)
+    await checkpointer.save(CheckpointState(history, phases))
+    await checkpointer.release()
+
+    claim = await store.claim(checkpointer.run_id, owner="other", lease=30.0)
+    assert claim is not None
+    assert (claim.resume.history, claim.resume.completed_phases) == (history, phases)
+    await claim.checkpointer.save(CheckpointState(history + HISTORY[:1], phases))
+    await claim.checkpointer.release()
+
+    claimed = await store.claim_next(["test"], owner="third", lease=30.0)
+    assert claimed is not None and claimed.record.epoch == 3
+    assert claimed.resume.history == history + HISTORY[:1]
+    assert claimed.resume.completed_phases == phases
+
+    # Its progress damaged: handed back untouched, and claim_next quarantines it.
+    await claimed.checkpointer.release()
+    await corrupt_message(store, checkpointer.run_id, "default")
+    keys = store.run_keys("default", checkpointer.run_id)
+    before = (raw.hgetall(keys.meta), raw.zscore(keys.leases, checkpointer.run_id))
+    with pytest.raises(CorruptCheckpoint):
+        await store.claim(checkpointer.run_id, owner="other", lease=30.0)
+    assert (raw.hgetall(keys.meta), raw.zscore(keys.leases, checkpointer.run_id)) == before
+    assert await store.claim_next(["test"], owner="other", lease=30.0) is None
+    (record,) = (await store.list()).records
+    assert (record.run_id, record.status, record.epoch) == (
+        claim.record.run_id,
+        RunStatus.FAILED,
+        4,
+    )
 
 
 @pytest.mark.asyncio
@@ -610,6 +686,31 @@ async def test_records_written_before_waiting_runs_load_and_can_wait(
 
 
 # Configuration ---------------------------------------------------------------
+
+
+def test_the_hiredis_extra_installs_redis_pys_compiled_parser() -> None:
+    """``pip install "outlast-redis[hiredis]"`` brings hiredis through redis-py's
+    own extra, so pip picks the hiredis that redis-py supports."""
+    requires = [Requirement(line) for line in importlib.metadata.requires("outlast-redis") or ()]
+    (fast,) = [r for r in requires if r.marker and r.marker.evaluate({"extra": "hiredis"})]
+    assert (fast.name, fast.extras) == ("redis", {"hiredis"})
+    assert not fast.marker.evaluate({"extra": ""})  # not part of the default install
+
+
+@pytest.mark.asyncio
+async def test_replies_are_parsed_by_hiredis_exactly_when_it_is_installed(
+    store: RedisStore,
+) -> None:
+    """outlast passes redis-py no parser: redis-py takes hiredis's when it can import it."""
+    await store.load("absent")  # connects
+    pool = store.client.connection_pool
+    assert "parser_class" not in pool.connection_kwargs
+    connection = await pool.get_connection()
+    try:
+        parser = type(connection._parser)
+    finally:
+        await pool.release(connection)
+    assert (parser is _AsyncHiredisParser) is HIREDIS_AVAILABLE
 
 
 def test_outlast_open_finds_the_redis_backend(redis_url: str) -> None:

@@ -71,6 +71,8 @@ class RedisCheckpointer:
     ) -> None:
         self._connection = connection
         self._keys = keys
+        self._all_keys = keys.all()
+        self._saved_keys = keys.saved()
         self._namespace = namespace
         self._epoch = epoch
         self._incarnation = incarnation
@@ -99,6 +101,9 @@ class RedisCheckpointer:
         """
         delta = self._cursor.delta(state)
         args: list[str | int] = [
+            self._keys.run_id,
+            self._epoch,
+            self._incarnation,
             delta.first_phase,
             delta.segment,
             delta.first_message,
@@ -106,7 +111,8 @@ class RedisCheckpointer:
             *(codec.encode_phase(phase) for phase in delta.phases),
             *(codec.encode_message(message) for message in delta.messages),
         ]
-        reply = await self._write("save", args)
+        reply = await self._connection.run("save", self._saved_keys, args)
+        raise_unless_ok(reply, self.run_id, self._epoch)
         self._cursor = delta.after
         return flag(reply[1], self.run_id)
 
@@ -133,6 +139,6 @@ class RedisCheckpointer:
         await self._write("wait", args)
 
     async def _write(self, script: str, args: list[Any]) -> Any:
-        owned = [self.run_id, self._epoch, self._incarnation]
-        reply = await self._connection.run(script, self._keys.all(), [*owned, *args])
+        owned = [self._keys.run_id, self._epoch, self._incarnation]
+        reply = await self._connection.run(script, self._all_keys, [*owned, *args])
         return raise_unless_ok(reply, self.run_id, self._epoch)

@@ -17,11 +17,12 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisClusterException
 
 from outlast.adapter import StoreError
 from outlast_redis import scripts as lua
 from outlast_redis.config import RedisConfig
-from outlast_redis.errors import translated
+from outlast_redis.errors import REDIS_ERRORS, translate, translated
 from outlast_redis.persistence import warn_if_not_persistent
 
 Client = Redis | RedisCluster
@@ -97,6 +98,8 @@ class RedisConnection:
         self._loading = asyncio.Lock()
         self._closed = False
         self._answered = False
+        self._cluster_transactions = True
+        """False once redis-py said its Cluster client has no MULTI/EXEC (before 6.x)."""
 
     def translated(self) -> AbstractAsyncContextManager[None]:
         """:func:`~outlast_redis.errors.translated` for this server: its
@@ -156,11 +159,44 @@ class RedisConnection:
                 pipe.script_load(script.script)
             await pipe.execute()
 
+    def transaction(self) -> Any | None:
+        """A MULTI/EXEC pipeline (one round trip, one atomic step), or None
+        where redis-py cannot send one: its Cluster client before cluster
+        transactions. Every key given to one must share a slot."""
+        client = self.client
+        if not isinstance(client, RedisCluster):
+            return client.pipeline(transaction=True)
+        if not self._cluster_transactions:
+            return None
+        try:
+            return client.pipeline(transaction=True)
+        except RedisClusterException:
+            self._cluster_transactions = False
+            return None
+
     async def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """Run the script named ``script``; outlast errors instead of redis-py's."""
-        async with self.translated():
-            loaded = await self.scripts()
-            return await getattr(loaded, script)(keys=keys, args=args)
+        """Run the script named ``script``; outlast errors instead of redis-py's.
+
+        Every save comes through here, so it is :meth:`translated` and
+        redis-py's ``Script.__call__`` unrolled: EVALSHA, and on NOSCRIPT (a
+        restarted or flushed server) SCRIPT LOAD and EVALSHA again.
+        """
+        try:
+            loaded = self._scripts if self._scripts is not None else await self.scripts()
+            called: AsyncScript = getattr(loaded, script)
+            client = self.client
+            try:
+                return await client.evalsha(called.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                called.sha = await client.script_load(called.script)
+                return await client.evalsha(called.sha, len(keys), *keys, *args)
+        except REDIS_ERRORS as exc:
+            raise translate(
+                exc,
+                self.where,
+                secrets=self.config.secrets,
+                tls_unconfirmed=self.config.tls and not self._answered,
+            ) from exc
 
     async def close(self) -> None:
         """Close the connections; the connection is unusable afterwards."""

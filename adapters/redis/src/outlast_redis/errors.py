@@ -38,34 +38,47 @@ async def translated(
     from redis-py's texts; ``tls_unconfirmed`` (a rediss:// server that has
     not answered yet) adds :data:`TLS_HINT` to connection failures.
     """
-    hint = TLS_HINT if tls_unconfirmed else ""
     try:
         yield
-    except redis_errors.AuthenticationError as exc:
-        raise StoreUnavailable(
+    except REDIS_ERRORS as exc:
+        raise translate(exc, where, secrets=secrets, tls_unconfirmed=tls_unconfirmed) from exc
+
+
+REDIS_ERRORS = (redis_errors.RedisError, redis_errors.RedisClusterException)
+"""What redis-py raises (its Cluster exception is no RedisError)."""
+
+
+def translate(
+    exc: Exception, where: str, *, secrets: Sequence[str] = (), tls_unconfirmed: bool = False
+) -> StoreError:
+    """The outlast error for redis-py's ``exc`` (one of REDIS_ERRORS), as
+    :func:`translated` raises it; for hot paths that catch it themselves."""
+    hint = TLS_HINT if tls_unconfirmed else ""
+    if isinstance(exc, redis_errors.AuthenticationError):
+        return StoreUnavailable(
             f"Redis at {where} refused the credentials ({_text(exc, secrets)}); "
             "check the user name and password in the URL"
-        ) from exc
-    except (redis_errors.NoPermissionError, redis_errors.AuthorizationError) as exc:
-        raise StoreUnavailable(
+        )
+    if isinstance(exc, (redis_errors.NoPermissionError, redis_errors.AuthorizationError)):
+        return StoreUnavailable(
             f"Redis at {where} denied a command outlast needs ({_text(exc, secrets)}); the "
-            "user must be allowed EVALSHA, SCRIPT LOAD, DEL and the sorted-set and hash commands"
-        ) from exc
-    except redis_errors.ConnectionError as exc:
-        raise StoreUnavailable(
+            "user must be allowed EVALSHA, SCRIPT LOAD, MULTI/EXEC, DEL and the list, "
+            "sorted-set and hash commands"
+        )
+    if isinstance(exc, redis_errors.ConnectionError):
+        return StoreUnavailable(
             f"cannot reach Redis at {where} ({_text(exc, secrets)}); is the server running "
             f"and the URL right?{hint}"
-        ) from exc
-    except redis_errors.TimeoutError as exc:
-        raise StoreUnavailable(
+        )
+    if isinstance(exc, redis_errors.TimeoutError):
+        return StoreUnavailable(
             f"Redis at {where} did not answer in time ({_text(exc, secrets)}){hint}"
-        ) from exc
-    except redis_errors.ResponseError as exc:
-        raise _response_error(where, _text(exc, secrets), exc) from exc
-    except redis_errors.RedisClusterException as exc:
-        raise _cluster_error(where, exc, secrets, hint) from exc
-    except redis_errors.RedisError as exc:
-        raise StoreError(f"Redis at {where} failed: {_text(exc, secrets)}") from exc
+        )
+    if isinstance(exc, redis_errors.ResponseError):
+        return _response_error(where, _text(exc, secrets), exc)
+    if isinstance(exc, redis_errors.RedisClusterException):
+        return _cluster_error(where, exc, secrets, hint)
+    return StoreError(f"Redis at {where} failed: {_text(exc, secrets)}")
 
 
 def _text(exc: BaseException, secrets: Sequence[str]) -> str:

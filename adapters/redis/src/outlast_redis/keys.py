@@ -89,6 +89,10 @@ class RunKeys:
         """The keys in the order every run script takes them (``KEYS[1..6]``)."""
         return [self.meta, self.phases, self.messages, self.damaged, self.runs, self.leases]
 
+    def saved(self) -> list[str]:
+        """The keys the SAVE script takes: the four it touches."""
+        return [self.meta, self.phases, self.messages, self.leases]
+
     def own(self) -> list[str]:
         """The keys holding the run itself (what ``delete`` removes)."""
         return [self.meta, self.phases, self.messages, self.damaged]

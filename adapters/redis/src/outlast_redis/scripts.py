@@ -36,9 +36,10 @@ The run's record is a hash (``meta``) with the fields:
 waiting runs existed, and read as None then (as absent ``result`` is).
 
 Every run script takes ``KEYS = meta, phases, msgs, damaged, runs, leases``
-(one slot: see keys.py) and ``ARGV[1] = run id``, and keeps the indexes
-exact in the same step: ``runs`` holds every run, ``leases`` every running
-run scored by when it is (or became) claimable, its lease's expiry or, once
+(one slot: see keys.py; SAVE only the four it touches) and ``ARGV[1] = run
+id``, and keeps the indexes exact in the same step: ``runs`` holds every
+run, ``leases`` every running run scored by when it is (or became)
+claimable, its lease's expiry or, once
 released (or submitted, or sent its input), its last write, and every
 waiting run whose wait has a timeout, scored by that timeout
 (``RunRecord.interrupted_since``); a waiting run without one is not in it.
@@ -83,6 +84,26 @@ local function run_keys(base, run_id)
   end)
   local run = base .. ':run:' .. part
   return run .. ':meta', run .. ':phases', run .. ':msgs'
+end
+local function progress(phases, msgs, inline)
+  -- A claimed run's saved progress, {phases, messages}, when it holds at most
+  -- ``inline`` entries; else 0, and the caller reads it with LRANGE (a
+  -- script's reply copies every entry through Lua, ~4 us per KiB; LRANGE
+  -- sends it straight from the list).
+  if redis.call('LLEN', phases) + redis.call('LLEN', msgs) > tonumber(inline) then return 0 end
+  return {redis.call('LRANGE', phases, 0, -1), redis.call('LRANGE', msgs, 0, -1)}
+end
+local function push(key, first, last)
+  -- unpack in chunks: Lua's stack is limited to a few thousand values
+  local i = first
+  while i <= last do
+    local j = math.min(i + 999, last)
+    redis.call('RPUSH', key, unpack(ARGV, i, j))
+    i = j + 1
+  end
+end
+local function truncate(key, length)
+  if length == 0 then redis.call('DEL', key) else redis.call('LTRIM', key, 0, length - 1) end
 end
 local function not_after(a, b)
   -- a <= b byte by byte, as Redis orders members (Lua's own < follows the locale)
@@ -133,18 +154,6 @@ end
 local function cancel_requested()
   return redis.call('HGET', META, 'cancel_requested') or '0'
 end
-local function push(key, first, last)
-  -- unpack in chunks: Lua's stack is limited to a few thousand values
-  local i = first
-  while i <= last do
-    local j = math.min(i + 999, last)
-    redis.call('RPUSH', key, unpack(ARGV, i, j))
-    i = j + 1
-  end
-end
-local function truncate(key, length)
-  if length == 0 then redis.call('DEL', key) else redis.call('LTRIM', key, 0, length - 1) end
-end
 local function restore(first)
   -- Hand back a claim: the fields CLAIM changed as they were before it
   -- (its 'before', ARGV[first..]).
@@ -156,11 +165,13 @@ end
 )
 
 _TAKE = """
-local function take(meta, phases, msgs, leases, run_id, owner, lease, token, version, now)
+local function take(meta, phases, msgs, leases, run_id, owner, lease, token, version, now,
+    inline)
   -- transitions.claim of the run at these keys. Answers {'ok', before,
-  -- record, phases, messages}: 'before' holds the fields the claim changed
-  -- as they were (field, value, ...), so a run whose progress does not
-  -- decode can be handed back (UNCLAIM); {'none'} when the run is absent,
+  -- record, progress}: 'before' holds the fields the claim changed as they
+  -- were (field, value, ...), so a run whose progress does not decode can
+  -- be handed back (UNCLAIM); 'progress' as progress() answers it (at most
+  -- ``inline`` entries, else 0: read it with LRANGE); {'none'} when the run is absent,
   -- finished, its lease live or its wait not timed out; {'corrupt', what}
   -- or {'version', v} when the record cannot be judged.
   local cur = redis.call('HMGET', meta, 'status', 'expires_ms', 'v')
@@ -195,8 +206,7 @@ local function take(meta, phases, msgs, leases, run_id, owner, lease, token, ver
     'crashes', crashes + crashed, 'owner', owner, 'lease', lease,
     'expires_ms', expires, 'updated_ms', now, 'op', token)
   redis.call('ZADD', leases, expires, run_id)
-  return {'ok', before, redis.call('HGETALL', meta),
-    redis.call('LRANGE', phases, 0, -1), redis.call('LRANGE', msgs, 0, -1)}
+  return {'ok', before, redis.call('HGETALL', meta), progress(phases, msgs, inline)}
 end
 """
 
@@ -231,20 +241,29 @@ return {'ok'}
 )
 
 SAVE = (
-    _PRELUDE
+    _HELPERS
     + """
--- transitions.save, plus the delta. ARGV: run_id, epoch, incarnation,
+-- transitions.save, plus the delta. KEYS: meta, phases, msgs, leases (only
+-- the four it touches: RunKeys.saved). ARGV: run_id, epoch, incarnation,
 -- first_phase, segment, first_message, n_phases, phases..., messages...
--- Answers {'ok', cancel_requested}.
-local bad = refused(ARGV[2], ARGV[3])
-if bad then return bad end
+-- Answers {'ok', cancel_requested}. The hot path, kept short: one HMGET
+-- reads every field it judges (refused()'s checks in refused()'s order; a
+-- save changes none of them but seg), so a save is six commands.
+local META, PHASES, MSGS, LEASES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local RUN_ID = ARGV[1]
+local cur = redis.call('HMGET', META, 'incarnation', 'epoch', 'status', 'seg', 'expires_ms',
+  'cancel_requested')
+if not cur[3] and redis.call('EXISTS', META) == 0 then return {'deleted'} end
+if (cur[1] or '') ~= ARGV[3] then return {'reborn'} end
+if cur[2] ~= ARGV[2] then return {'epoch', cur[2] or '?'} end
+if cur[3] ~= 'running' then return {'ended', cur[3] or '?'} end
 local first_phase = tonumber(ARGV[4])
 local segment = tonumber(ARGV[5])
 local first_message = tonumber(ARGV[6])
 local n_phases = tonumber(ARGV[7])
 local stored_phases = redis.call('LLEN', PHASES)
 if first_phase > stored_phases then return {'state', 'phases', stored_phases} end
-local stored_segment = tonumber(redis.call('HGET', META, 'seg') or '0')
+local stored_segment = tonumber(cur[4] or '0')
 if segment < stored_segment then return {'state', 'segment', stored_segment} end
 local stored_messages = 0
 if segment == stored_segment then stored_messages = redis.call('LLEN', MSGS) end
@@ -262,8 +281,8 @@ push(MSGS, 8 + n_phases, #ARGV)
 local now = now_ms()
 redis.call('HSET', META, 'updated_ms', now)
 -- A released run is claimable since its last write.
-if redis.call('HGET', META, 'expires_ms') == '' then redis.call('ZADD', LEASES, now, RUN_ID) end
-return {'ok', cancel_requested()}
+if cur[5] == '' then redis.call('ZADD', LEASES, now, RUN_ID) end
+return {'ok', cur[6] or '0'}
 """
 )
 
@@ -416,14 +435,15 @@ CLAIM = (
     _PRELUDE
     + _TAKE
     + """
--- transitions.claim. ARGV: run_id, owner, lease (seconds), token, version
--- Answers as take(); {'again', {}, record, phases, messages} when this very
--- claim landed and redis-py retried it.
+-- transitions.claim. ARGV: run_id, owner, lease (seconds), token, version,
+-- inline (the most entries of progress answered inline). Answers as take();
+-- {'again', {}, record, progress} when this very claim landed and redis-py
+-- retried it.
 if replayed(ARGV[4]) then
-  return {'again', {}, redis.call('HGETALL', META),
-    redis.call('LRANGE', PHASES, 0, -1), redis.call('LRANGE', MSGS, 0, -1)}
+  return {'again', {}, redis.call('HGETALL', META), progress(PHASES, MSGS, ARGV[6])}
 end
-return take(META, PHASES, MSGS, LEASES, RUN_ID, ARGV[2], ARGV[3], ARGV[4], ARGV[5], now_ms())
+return take(META, PHASES, MSGS, LEASES, RUN_ID, ARGV[2], ARGV[3], ARGV[4], ARGV[5], now_ms(),
+  ARGV[6])
 """
 )
 
@@ -435,10 +455,11 @@ CLAIM_NEXT = (
 -- walking the lease index in order from a cursor, at most ``budget`` entries.
 -- KEYS: leases, claimed (NamespaceKeys.claimed of this call's token).
 -- ARGV: the namespace's key base, owner, lease (seconds), token, version,
--- budget, the cursor (score, run id; '' '' for the start), the kinds...
--- The runs' keys are built from the base (run_keys): same tag, same slot.
--- Answers {'ok' or 'again', run_id, score, before, record, phases, messages}
--- (as take(); 'again': this very call landed and redis-py retried it);
+-- budget, inline (as CLAIM's), the cursor (score, run id; '' '' for the
+-- start), the kinds... The runs' keys are built from the base (run_keys):
+-- same tag, same slot. Answers {'ok' or 'again', run_id, score, before,
+-- record, progress} (as take(); 'again': this very call landed and redis-py
+-- retried it);
 -- {'judge', run_id, score, record} for a run of those kinds whose record
 -- this script cannot judge (the caller quarantines it and calls again from
 -- there); {'more', score, run_id} when the budget ran out; {'none'} when
@@ -446,27 +467,28 @@ CLAIM_NEXT = (
 -- to the outlast that wrote it), as interrupted() skips it.
 local LEASES, CLAIMED = KEYS[1], KEYS[2]
 local base, owner, lease, token, version = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local budget = tonumber(ARGV[6])
+local budget, inline = tonumber(ARGV[6]), ARGV[7]
 local taken_before = redis.call('GET', CLAIMED)
 if taken_before then
   local meta, phases, msgs = run_keys(base, taken_before)
   if redis.call('HGET', meta, 'op') == token then
     return {'again', taken_before, '', {}, redis.call('HGETALL', meta),
-      redis.call('LRANGE', phases, 0, -1), redis.call('LRANGE', msgs, 0, -1)}
+      progress(phases, msgs, inline)}
   end
 end
 local wanted = {}
-for i = 9, #ARGV do wanted[ARGV[i]] = true end
+for i = 10, #ARGV do wanted[ARGV[i]] = true end
 local now = now_ms()
-local entries = page(LEASES, ARGV[7], ARGV[8], now, budget)
+local entries = page(LEASES, ARGV[8], ARGV[9], now, budget)
 for i = 1, #entries, 2 do
   local run_id, score = entries[i], entries[i + 1]
   local meta, phases, msgs = run_keys(base, run_id)
   if wanted[redis.call('HGET', meta, 'kind')] then
-    local taken = take(meta, phases, msgs, LEASES, run_id, owner, lease, token, version, now)
+    local taken = take(meta, phases, msgs, LEASES, run_id, owner, lease, token, version, now,
+      inline)
     if taken[1] == 'ok' then
       redis.call('SET', CLAIMED, run_id, 'PX', 60000)
-      return {'ok', run_id, score, taken[2], taken[3], taken[4], taken[5]}
+      return {'ok', run_id, score, taken[2], taken[3], taken[4]}
     end
     local other_version = taken[1] == 'version' and tonumber(taken[2]) ~= nil
     if taken[1] ~= 'none' and not other_version then
@@ -560,6 +582,9 @@ return 1
 
 LOAD = """
 -- Answers {record, phases, messages}; an empty record when the run is absent.
+-- Used only where the client cannot send MULTI/EXEC (Redis Cluster with a
+-- redis-py older than its cluster transactions): otherwise load reads the
+-- same three in one transaction, which spares the copy through Lua.
 return {redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1),
   redis.call('LRANGE', KEYS[3], 0, -1)}
 """
