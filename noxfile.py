@@ -15,6 +15,7 @@ OUTLAST_TEST_STRICT=1 turns a skipped backend into a failure (CI sets it).
 from __future__ import annotations
 
 import tempfile
+import tomllib
 from pathlib import Path
 
 import nox
@@ -118,6 +119,39 @@ def fleet(session: nox.Session) -> None:
     for package in (CORE, ADAPTERS["postgres"], ADAPTERS["redis"]):
         session.install("-e", package)
     session.run("python", "bench/fleet.py", *session.posargs)
+
+
+BENCH_PEERS = [
+    "langgraph>=1.1",  # 1.1 brought DeltaChannel, the opt-in delta channel the bench also runs
+    "langgraph-checkpoint-postgres>=2",
+    "dbos>=3,<4",
+    "matplotlib>=3.8",
+]
+
+
+def with_extras(path: str, *wanted: str) -> str:
+    """``path[extra,...]`` with those of ``wanted`` the distribution declares (maybe none)."""
+    declared = tomllib.loads((Path(path) / "pyproject.toml").read_text())["project"]
+    extras = [extra for extra in wanted if extra in declared.get("optional-dependencies", {})]
+    return f"{path}[{','.join(extras)}]" if extras else path
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The comparison bench (bench/README.md; a developer's, not CI's): outlast's
+    stores against the raw round-trip floor and against LangGraph's Postgres saver
+    and DBOS, on a private PostgreSQL and Redis the bench starts from the installed
+    server binaries. The peers are installed here only. Writes bench/results/.
+    Arguments go to `python -m bench.harness`, e.g. `nox -s bench -- --quick`.
+    """
+    session.install(*BENCH_PEERS)
+    for package in (
+        with_extras(CORE, "fast"),
+        with_extras(ADAPTERS["postgres"], "binary"),
+        with_extras(ADAPTERS["redis"], "hiredis"),
+    ):
+        session.install("-e", package)
+    session.run("python", "-m", "bench.harness", *session.posargs)
 
 
 @nox.session
