@@ -102,6 +102,7 @@ async def test_compaction_folds_a_cancel_note_and_complete_removes_it(
         await store.cancel("r")
         for count in range(2, 6):  # the first of them steps over the note
             assert await owner.save(_state(*"abcde"[:count])) is True
+        await owner.settled()  # the compaction the fifth segment started
         loaded = await store.load("r")
         compacted = _sequence(s3_endpoint, s3_prefix)
         await owner.complete("done")

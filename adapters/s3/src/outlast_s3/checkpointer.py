@@ -15,21 +15,51 @@ wait) refuses every later write from the record it holds, without a request.
 state object it swaps (re-read after the cancel's swap made its If-Match
 fail), save from a cancel note the canceller left at this epoch's next
 sequence number (see fences.py), or from the state object last read.
+
+**Compaction** (folding the segments into one compacted object once there are
+more than ``compact_after``) runs in a background task started by the save
+that crossed the line, after that save is durable and without delaying its
+return: no save waits for it. One task at a time per checkpointer; its failure
+is logged and a later save tries again. It can never damage what a reader or
+a new owner needs:
+
+* the compacted object is written at a key of its own (If-None-Match) and only
+  becomes part of the run by a compare-and-swap of the state object, which
+  requires this checkpointer to still own the run (same epoch and
+  incarnation, running): a fenced writer's swap fails, and the writer then
+  deletes its compacted object only when the state object does not point at it;
+* the folded segments are deleted only after the swap landed, and they are
+  all covered by the compacted object the state object now points at; a
+  reader holding an older state object finds a gap and reads the state again;
+* a swap whose outcome is unknown (the request failed in transit) keeps its
+  compacted object: it is deleted after a later swap (which replaces it for
+  sure) or by ``complete``;
+* a crash at any point leaves either the old state object (the compacted
+  object is never read) or the new one (the segments it covers are never
+  read); the next claimer finds these leftovers in its listing and its
+  checkpointer deletes them with its own first compaction or completion.
+
+The terminal and lease-ending writes (``complete``, ``fail``, ``wait``,
+``release``) first wait for a compaction in flight; every state write of one
+checkpointer is serialised, so a compaction's swap and a renewal never race
+each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from outlast.adapter import (
     JSON,
     CheckpointState,
     CorruptCheckpoint,
+    Delta,
     LeaseLost,
     RunRecord,
     SaveCursor,
@@ -46,6 +76,7 @@ from outlast_s3.documents import (
     Snapshot,
     decode_sequence_object,
     decode_state,
+    encode_message,
     encode_segment,
     encode_snapshot,
     encode_state,
@@ -62,6 +93,30 @@ Change = Callable[[RunRecord | None, float], RunRecord]
 clock: the record to store, or LeaseLost."""
 
 
+Track = Callable[["asyncio.Task[None]"], None]
+"""Hands a background task to the store, which waits for it on close."""
+
+
+@dataclass(slots=True)
+class _Encoded:
+    """The JSON text of the current transcript segment's messages (segment
+    ``segment``, from position ``first``), as the saves encoded them: a
+    compaction joins them instead of encoding the whole transcript again.
+    Messages before ``first`` (a claim resumed them) are encoded by the first
+    compaction, which then keeps them too. A list is only ever appended to
+    (or prepended, by a compaction once it is done with it) or replaced."""
+
+    segment: int
+    first: int
+    texts: list[str] = field(default_factory=list)
+
+    def add(self, delta: Delta, texts: list[str]) -> None:
+        if delta.segment != self.segment or delta.first_message != self.first + len(self.texts):
+            # A phase ended: the new transcript segment starts at 0.
+            self.segment, self.first, self.texts = delta.segment, delta.first_message, []
+        self.texts.extend(texts)
+
+
 class _Keep(enum.Enum):
     """``compaction=KEEP``: a state write that leaves the compacted object as is."""
 
@@ -76,6 +131,10 @@ class S3Checkpointer:
 
     ``data_keys`` are the segment objects that count, oldest first
     (compaction and completion delete them; fences are never among them).
+    ``leftovers`` are objects a compaction that died midway left behind
+    (never read again; found by the claim that made this checkpointer): its
+    first compaction or its completion deletes them. ``track`` receives each
+    background compaction task (the store waits for them when it closes).
     """
 
     def __init__(
@@ -88,6 +147,8 @@ class S3Checkpointer:
         cursor: SaveCursor,
         data_keys: tuple[str, ...] = (),
         compact_after: int,
+        leftovers: tuple[str, ...] = (),
+        track: Track | None = None,
     ) -> None:
         self._objects = objects
         self._layout = layout
@@ -101,6 +162,18 @@ class S3Checkpointer:
         self._compact_after = compact_after
         self._writer = uuid.uuid4().hex
         self._cancel_seen = False
+        self._encoded = _Encoded(cursor.phases, cursor.messages)
+        self._state_lock = asyncio.Lock()
+        self._track = track
+        self._compaction: asyncio.Task[None] | None = None
+        self._saves = 0
+        self._retry_at = 0
+        """The save count before which no compaction is tried (after a failure)."""
+        self._retry_gap = max(1, compact_after // 4)
+        self._strays: set[str] = set(leftovers)
+        """Objects that are (or may be) nothing the run needs once this
+        checkpointer's next compaction swap lands: leftovers of a dead
+        compaction, and compacted objects whose swap's outcome is unknown."""
 
     def __repr__(self) -> str:
         return f"S3Checkpointer(run_id={self.run_id!r}, epoch={self._epoch})"
@@ -129,6 +202,7 @@ class S3Checkpointer:
         saved = transitions.save(
             self._run.record, self._epoch, self._incarnation, time.time(), self.run_id
         )
+        texts = [encode_message(m) for m in delta.messages]
         for _ in range(_CAS_ATTEMPTS):
             name = SegmentName(self._epoch, self._next_seq)
             body = encode_segment(
@@ -140,7 +214,8 @@ class S3Checkpointer:
                     segment=delta.segment,
                     first_message=delta.first_message,
                     messages=delta.messages,
-                )
+                ),
+                texts,
             )
             key = self._layout.segment(self.namespace, self.run_id, self._incarnation, name)
             written = await self._put_segment(key, body)
@@ -152,15 +227,29 @@ class S3Checkpointer:
         else:
             raise StoreError(f"run {self.run_id!r}: could not write a segment; try again")
         self._cursor = delta.after
-        if len(self._data_keys) > self._compact_after:
-            await self._compact(state, name)
+        self._encoded.add(delta, texts)
+        self._saves += 1
+        # Compaction starts here, in the background: it first runs when the
+        # caller next yields to the event loop, after this save returned.
+        self._start_compaction(state, name, saved.updated_at)
         return self._cancel_requested
+
+    async def settled(self) -> None:
+        """Wait until no compaction of this checkpointer is in flight (for
+        tests, benchmarks and the writes that end a lease). Never raises what
+        the compaction raised: a compaction that failed is tried again later."""
+        task = self._compaction
+        if task is None or task is asyncio.current_task():
+            return
+        await asyncio.wait([task])
+        _retrieve(task)
 
     async def complete(self, result: JSON, usage: JSON = None) -> None:
         stored = codec.loads(codec.dumps(result), self.run_id)
         stored_usage = codec.loads(codec.dumps(usage), self.run_id)
+        await self.settled()
         compaction = self._run.compaction
-        await self._write_state(
+        replaced = await self._write_state(
             lambda record, now: transitions.complete(
                 record,
                 self._epoch,
@@ -172,10 +261,12 @@ class S3Checkpointer:
             ),
             compaction=None,
         )
-        doomed = list(self._data_keys)
-        if compaction is not None:
-            doomed.append(compaction.key)
+        doomed = [*self._data_keys, *sorted(self._strays)]
+        for folded in (compaction, replaced.compaction):
+            if folded is not None and folded.key not in doomed:
+                doomed.append(folded.key)
         self._data_keys = []
+        self._strays.clear()
         # Fences stay: a zombie of an older epoch must keep failing.
         await best_effort(
             self._objects.delete([*doomed, *self._markers()]),
@@ -183,6 +274,7 @@ class S3Checkpointer:
         )
 
     async def fail(self, error: str) -> None:
+        await self.settled()
         await self._write_state(
             lambda record, now: transitions.fail(
                 record, self._epoch, self._incarnation, error, now, self.run_id
@@ -194,6 +286,7 @@ class S3Checkpointer:
         )
 
     async def release(self) -> None:
+        await self.settled()
         await self._write_state(
             lambda record, now: transitions.release(
                 record, self._epoch, self._incarnation, now, self.run_id
@@ -215,6 +308,7 @@ class S3Checkpointer:
         # its later writes raise LeaseLost without a request; the claimer that
         # takes the run over fences this epoch as it fences any superseded one.
         stored = codec.loads(codec.dumps(request), self.run_id)
+        await self.settled()
         await self._write_state(
             lambda record, now: transitions.wait(
                 record, self._epoch, self._incarnation, stored, timeout, now, self.run_id
@@ -271,10 +365,15 @@ class S3Checkpointer:
 
     async def _write_state(
         self, change: Change, *, compaction: Compaction | _Keep | None = KEEP
-    ) -> None:
+    ) -> RunState:
         """Compare-and-swap the state object with ``change`` applied to its
         record, re-reading it after a conflict (``change`` raises LeaseLost
-        when this checkpointer no longer owns the run)."""
+        when this checkpointer no longer owns the run). Returns the state
+        object it replaced. One at a time per checkpointer."""
+        async with self._state_lock:
+            return await self._swap_state(change, compaction)
+
+    async def _swap_state(self, change: Change, compaction: Compaction | _Keep | None) -> RunState:
         key = self._layout.state(self.namespace, self.run_id)
         current: RunState | None = self._run
         etag = self._etag
@@ -295,45 +394,165 @@ class S3Checkpointer:
                 got = await self._objects.get(key)
                 if got is not None and got.body == body:
                     self._run, self._etag = new, got.etag  # our retried write landed
-                    return
+                    return current
                 current = None if got is None else decode_state(got.body, self.run_id)
                 etag = "" if got is None else got.etag
                 continue
             self._run, self._etag = new, new_etag
-            return
+            return current
         raise StoreError(f"run {self.run_id!r}: its state kept changing; try again")
 
-    async def _compact(self, state: CheckpointState, through: SegmentName) -> None:
-        """Fold the segments into one object. Best effort: the save is already
-        durable, so a failure is logged and compaction is tried at a later save."""
-        previous = self._run.compaction
+    def _start_compaction(self, state: CheckpointState, through: SegmentName, at: float) -> None:
+        """Start folding the run's segments into one compacted object, in the
+        background, when it holds more than ``compact_after`` of them (and no
+        compaction is in flight, and none failed in the last few saves)."""
+        if len(self._data_keys) <= self._compact_after or self._saves < self._retry_at:
+            return
+        if self._compaction is not None:
+            if not self._compaction.done():
+                return  # never two at once: a later save starts the next one
+            _retrieve(self._compaction)
+        keys = tuple(self._data_keys)  # the last one is the segment at ``through``
+        encoded = self._encoded
+        held = len(encoded.texts)
+        if encoded.segment != len(state.phases) or encoded.first + held != len(state.history):
+            held = -1  # not the transcript of ``state`` (never expected): encode it all
+        task = asyncio.get_running_loop().create_task(
+            self._compact(state, through, at, keys, (encoded.texts, encoded.first, held)),
+            name=f"outlast-s3 compaction of {self.run_id}",
+        )
+        self._compaction = task
+        if self._track is not None:
+            self._track(task)
+
+    async def _compact(
+        self,
+        state: CheckpointState,
+        through: SegmentName,
+        at: float,
+        keys: tuple[str, ...],
+        texts: _Texts,
+    ) -> None:
+        """Fold ``keys`` (the counted segments through ``through``, whose
+        content ``state`` is) into one object. Best effort: the saves are
+        durable without it, so a failure is logged and a later save tries again."""
+        try:
+            folded = await self._fold(state, through, at, keys, texts)
+        except StoreError as exc:
+            log.warning("run %r: compaction failed, will retry later: %s", self.run_id, exc)
+            folded = False
+        except Exception:  # a background task: nothing may escape it unlogged
+            log.exception("run %r: compaction failed, will retry later", self.run_id)
+            folded = False
+        if not folded:
+            self._retry_at = self._saves + self._retry_gap
+
+    async def _fold(
+        self,
+        state: CheckpointState,
+        through: SegmentName,
+        at: float,
+        keys: tuple[str, ...],
+        texts: _Texts,
+    ) -> bool:
         key = self._layout.compacted(self.namespace, self.run_id, self._incarnation, through)
         snapshot = Snapshot(
             through=through,
-            at=time.time(),
+            at=at,
             phases=state.phases,
             segment=len(state.phases),
             messages=state.history,
         )
+        # Built off the event loop: the whole transcript, the one part of
+        # compaction whose cost grows with the run, is joined from the texts
+        # the saves encoded (only messages a claim resumed are encoded here).
+        held, first, count = texts
+
+        def build() -> tuple[bytes, list[str]]:
+            if count < 0:
+                return encode_snapshot(snapshot), []
+            resumed = [encode_message(m) for m in state.history[:first]]
+            return encode_snapshot(snapshot, [*resumed, *held[:count]]), resumed
+
+        body, resumed = await asyncio.to_thread(build)
+        encoded = self._encoded
+        if resumed and encoded.texts is held and encoded.first == first:
+            held[0:0] = resumed  # kept: the next compaction joins them too
+            encoded.first = 0
+        if not await self._put_compacted(key, body):
+            return False
+        previous = self._run.compaction
         try:
-            await self._objects.put(key, encode_snapshot(snapshot), if_none_match=True)
-        except (StoreError, PreconditionFailed) as exc:
-            log.warning("run %r: compaction failed, will retry later: %s", self.run_id, exc)
-            return
-        try:
-            await self._write_state(self._owned_unchanged, compaction=Compaction(key, through))
+            replaced = await self._write_state(
+                self._owned_unchanged, compaction=Compaction(key, through)
+            )
+        except LeaseLost as exc:
+            # The run is another writer's now (or gone, or finished), and a
+            # swap of ours can never land any more: the If-Match it carried is
+            # of a state object that was replaced. The compacted object is
+            # removed unless the state object points at it (our swap landed,
+            # its answer was lost, and the claimer carried it over).
+            log.info("run %r: compaction dropped, the run was lost: %s", self.run_id, exc)
+            if not await self._pointed_at(key):
+                await best_effort(self._objects.delete([key]), f"run {self.run_id!r}: remove {key}")
+            return False
         except StoreError as exc:
+            # The swap's outcome is unknown (the state object may point at the
+            # compacted object now): keep it until a later swap replaces it.
             log.warning("run %r: compaction failed, will retry later: %s", self.run_id, exc)
-            # Nothing points at the compacted object: remove it, so a delete
-            # racing this save leaves nothing behind.
-            await best_effort(self._objects.delete([key]), f"run {self.run_id!r}: remove {key}")
-            return
-        # Keep the segment at ``through`` itself: a reader holding the previous
-        # state object then sees a gap and re-reads the state (see progress.py).
-        doomed = self._data_keys[:-1]
-        if previous is not None:
-            doomed.append(previous.key)
-        self._data_keys = self._data_keys[-1:]
+            self._strays.add(key)
+            return False
+        # Every folded segment is covered by the compacted object the state
+        # points at now. Keep the segment at ``through`` itself: a reader
+        # holding an older state object then sees a gap and re-reads the
+        # state (see progress.py). Older compacted objects are replaced.
+        doomed = list(keys[:-1])
+        stale = {c.key for c in (previous, replaced.compaction) if c is not None} | self._strays
+        doomed.extend(sorted(stale - {key}))
+        if tuple(self._data_keys[: len(keys)]) == keys:  # saves only ever append
+            del self._data_keys[: len(keys) - 1]
+        self._strays.clear()
         await best_effort(
             self._objects.delete(doomed), f"run {self.run_id!r}: delete compacted segments"
         )
+        return True
+
+    async def _put_compacted(self, key: str, body: bytes) -> bool:
+        """Write the compacted object (If-None-Match): True once it is there."""
+        try:
+            await self._objects.put(key, body, if_none_match=True)
+            return True
+        except PreconditionFailed:
+            # Only this writer compacts through its own segments: a taken key
+            # is our own earlier attempt, retried by botocore after it landed.
+            got = await self._objects.get(key)
+            if got is not None and got.body == body:
+                return True
+            log.warning("run %r: compaction found %s taken, will retry later", self.run_id, key)
+        except StoreError as exc:
+            log.warning("run %r: compaction failed, will retry later: %s", self.run_id, exc)
+            self._strays.add(key)  # it may have landed: nothing points at it
+        return False
+
+    async def _pointed_at(self, key: str) -> bool:
+        """Whether the state object (read again) points at compacted ``key``;
+        True when that cannot be told (it does not parse, or the read failed)."""
+        try:
+            got = await self._objects.get(self._layout.state(self.namespace, self.run_id))
+            if got is None:
+                return False
+            current = decode_state(got.body, self.run_id)
+        except StoreError:  # CorruptCheckpoint included
+            return True
+        return current.compaction is not None and current.compaction.key == key
+
+
+_Texts = tuple[list[str], int, int]
+"""A compaction's view of :class:`_Encoded`: its list, ``first``, and how
+many texts of the list are the transcript compacted (-1: encode it all)."""
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a finished task's outcome as seen (what it raised was logged)."""
+    if not task.cancelled():
+        task.exception()

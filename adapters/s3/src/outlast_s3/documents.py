@@ -16,7 +16,7 @@ Decoding anything unexpected raises CorruptCheckpoint naming the run.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -163,21 +163,29 @@ def decode_state(body: bytes, run_id: str) -> RunState:
     return _parse(build, run_id, "run state")
 
 
-def encode_segment(segment: Segment) -> bytes:
-    return codec.dumps(
-        {
-            "v": codec.FORMAT_VERSION,
-            "type": "segment",
-            "epoch": segment.name.epoch,
-            "seq": segment.name.seq,
-            "at": segment.at,
-            "first_phase": segment.first_phase,
-            "phases": [p.to_json() for p in segment.phases],
-            "segment": segment.segment,
-            "first_message": segment.first_message,
-            "messages": [m.to_json() for m in segment.messages],
-        }
-    ).encode()
+def encode_message(message: Message) -> str:
+    """One message as the JSON text segments and compacted objects hold it."""
+    return codec.dumps(message.to_json())
+
+
+def encode_segment(segment: Segment, messages: Sequence[str] | None = None) -> bytes:
+    """The segment object; ``messages``, when given, are its messages already
+    encoded (:func:`encode_message`), which the checkpointer keeps for
+    compaction."""
+    head: dict[str, JSON] = {
+        "v": codec.FORMAT_VERSION,
+        "type": "segment",
+        "epoch": segment.name.epoch,
+        "seq": segment.name.seq,
+        "at": segment.at,
+        "first_phase": segment.first_phase,
+        "phases": [p.to_json() for p in segment.phases],
+        "segment": segment.segment,
+        "first_message": segment.first_message,
+    }
+    if messages is None:
+        messages = [encode_message(m) for m in segment.messages]
+    return _with_messages(head, messages)
 
 
 def encode_fence(fence: Fence) -> bytes:
@@ -232,19 +240,30 @@ def decode_sequence_object(body: bytes, run_id: str, name: SegmentName) -> Seque
     return _parse(build, run_id, f"segment {name}")
 
 
-def encode_snapshot(snapshot: Snapshot) -> bytes:
-    return codec.dumps(
-        {
-            "v": codec.FORMAT_VERSION,
-            "type": "compacted",
-            "epoch": snapshot.through.epoch,
-            "seq": snapshot.through.seq,
-            "at": snapshot.at,
-            "phases": [p.to_json() for p in snapshot.phases],
-            "segment": snapshot.segment,
-            "messages": [m.to_json() for m in snapshot.messages],
-        }
-    ).encode()
+def encode_snapshot(snapshot: Snapshot, messages: Sequence[str] | None = None) -> bytes:
+    """The compacted object; ``messages``, when given, are its messages
+    already encoded (:func:`encode_message`): the whole transcript is then
+    joined, not encoded again."""
+    head: dict[str, JSON] = {
+        "v": codec.FORMAT_VERSION,
+        "type": "compacted",
+        "epoch": snapshot.through.epoch,
+        "seq": snapshot.through.seq,
+        "at": snapshot.at,
+        "phases": [p.to_json() for p in snapshot.phases],
+        "segment": snapshot.segment,
+    }
+    if messages is None:
+        messages = [encode_message(m) for m in snapshot.messages]
+    return _with_messages(head, messages)
+
+
+def _with_messages(head: dict[str, JSON], messages: Sequence[str]) -> bytes:
+    """``head`` with a last member ``"messages"``, the JSON array of the
+    encoded ``messages``: the bytes ``codec.dumps`` gives for the whole
+    document (compact separators), built by joining instead of encoding."""
+    text = codec.dumps(head)
+    return f'{text[:-1]},"messages":[{",".join(messages)}]}}'.encode()
 
 
 def decode_snapshot(body: bytes, run_id: str) -> Snapshot:

@@ -58,7 +58,14 @@ class Progress:
     """What a read found. ``next_seq`` is, per epoch that is not fenced, the
     sequence number its writer would use next; ``data_keys`` are the keys of
     the counted segments and cancel notes (compaction and cleanup delete
-    them); ``saved_at`` is when the newest segment was written (0 when none)."""
+    them); ``saved_at`` is when the newest segment was written (0 when none).
+
+    ``leftovers`` are objects a compaction that died midway left behind
+    (never read again): segments before the compacted object's, fences
+    excepted (see :func:`_leftovers`), and compacted objects the state object
+    does not point at. Only a claimer may delete them, and only from a read
+    after its claim: before it, the owner's compaction in flight may still
+    make its compacted object the current one."""
 
     run: RunState
     etag: str
@@ -67,6 +74,7 @@ class Progress:
     fences: frozenset[SegmentName]
     data_keys: tuple[str, ...]
     saved_at: float = 0.0
+    leftovers: tuple[str, ...] = ()
 
     @property
     def record(self) -> RunRecord:
@@ -142,12 +150,19 @@ class ProgressReader:
 
     async def _read_once(self, run: RunState, etag: str) -> Progress:
         record = run.record
-        prefix = self._layout.segments(record.namespace, record.run_id, record.incarnation)
+        # One listing of the incarnation's folder: its segments (and fences and
+        # notes), and its compacted objects (for the leftovers).
+        folder = self._layout.data(record.namespace, record.run_id, record.incarnation)
         listed: dict[SegmentName, str] = {}
-        for key in await self._objects.list_keys(prefix):
-            name = SegmentName.parse(key[len(prefix) :])
-            if name is not None:
-                listed[name] = key
+        compacted: list[str] = []
+        for key in await self._objects.list_keys(folder):
+            found = self._layout.data_key(record.namespace, record.run_id, key)
+            if found is None or found.incarnation != record.incarnation:
+                continue
+            if found.segment:
+                listed[found.name] = key
+            else:
+                compacted.append(key)
 
         base = Snapshot(through=NO_SEGMENT, at=0.0)
         if run.compaction is not None:
@@ -201,6 +216,7 @@ class ProgressReader:
             fences=frozenset(fences),
             data_keys=tuple(data_keys),
             saved_at=saved_at,
+            leftovers=_leftovers(run, listed, compacted),
         )
 
     async def _fetch(self, key: str, name: SegmentName, run_id: str) -> SequenceObject:
@@ -213,6 +229,32 @@ class ProgressReader:
         obj = decode_sequence_object(got.body, run_id, name)
         self._cache[key] = obj
         return obj
+
+
+def _leftovers(
+    run: RunState, listed: Mapping[SegmentName, str], compacted: list[str]
+) -> tuple[str, ...]:
+    """What a compaction that died midway left: compacted objects other than
+    the current one (written, but the swap never landed or was superseded),
+    and segments before the current one's ``through`` (folded, not deleted
+    yet). The segment at ``through`` stays (a reader holding an older state
+    object must see a gap), and so does the last object of every older epoch:
+    it may be a fence, which must stay as long as the run does."""
+    current = run.compaction
+    stray = [key for key in compacted if current is None or key != current.key]
+    if current is None:
+        return tuple(stray)
+    through = current.through
+    last: dict[int, int] = {}
+    for name in listed:
+        if name.epoch < through.epoch:
+            last[name.epoch] = max(last.get(name.epoch, name.seq), name.seq)
+    folded = [
+        key
+        for name, key in sorted(listed.items())
+        if name < through and not (name.epoch < through.epoch and last[name.epoch] == name.seq)
+    ]
+    return (*folded, *stray)
 
 
 def _first_seq(epoch: int, through: SegmentName) -> int:

@@ -56,6 +56,8 @@ from outlast_s3.spread import ClaimSpread
 log = logging.getLogger("outlast_s3")
 
 _MARKER = codec.dumps({"v": codec.FORMAT_VERSION, "type": "running-marker"}).encode()
+_CLOSE_WAIT = 60.0
+"""Seconds ``close`` waits for compactions in flight before cancelling them."""
 _ATTEMPTS = 5
 """Compare-and-swaps tried while the state object keeps changing under a
 quarantine or a delete (a renew, a release)."""
@@ -75,6 +77,8 @@ class S3Store:
         self._fences = Fences(self.objects, self.layout)
         self._probe = ConditionalWritesProbe(self.objects, options)
         self._spread = ClaimSpread()
+        self._background: set[asyncio.Task[None]] = set()
+        """Compactions in flight (the checkpointers' background tasks)."""
 
     def __repr__(self) -> str:
         return f"S3Store({self.options.url!r})"
@@ -214,7 +218,9 @@ class S3Store:
         progress = await self._fences.after_claim(reader, taken, etag)
         state = progress.state
         cursor = SaveCursor(phases=len(state.phases), messages=len(state.history))
-        checkpointer = self._checkpointer(progress.run, progress.etag, cursor, progress.data_keys)
+        checkpointer = self._checkpointer(
+            progress.run, progress.etag, cursor, progress.data_keys, progress.leftovers
+        )
         return Claim(checkpointer, ResumeState(state.history, state.phases), progress.record)
 
     async def quarantine(
@@ -332,7 +338,19 @@ class S3Store:
         return sum(removed)
 
     async def close(self) -> None:
+        # Let the compactions in flight finish (a few requests each) before
+        # the client goes; one cut short is harmless, but leaves objects behind.
+        loop = asyncio.get_running_loop()
+        pending = [t for t in self._background if t.get_loop() is loop and not t.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=_CLOSE_WAIT)
+            for task in late:
+                task.cancel()
         await self.objects.close()
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _create(self, record: RunRecord) -> tuple[RunState, str]:
         """Store the record a begin or a submit made: its running marker first,
@@ -495,7 +513,12 @@ class S3Store:
         return records
 
     def _checkpointer(
-        self, run: RunState, etag: str, cursor: SaveCursor, data_keys: tuple[str, ...]
+        self,
+        run: RunState,
+        etag: str,
+        cursor: SaveCursor,
+        data_keys: tuple[str, ...],
+        leftovers: tuple[str, ...] = (),
     ) -> S3Checkpointer:
         return S3Checkpointer(
             objects=self.objects,
@@ -505,6 +528,8 @@ class S3Store:
             cursor=cursor,
             data_keys=data_keys,
             compact_after=self.options.compact_after,
+            leftovers=leftovers,
+            track=self._track,
         )
 
 
