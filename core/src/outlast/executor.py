@@ -218,7 +218,7 @@ class Executor:
             attempt=number,
             wait=claimed.wait if claimed is not None else None,
             delivery=claimed.delivery if claimed is not None else None,
-            ensure_owned=attempt.ensure_owned,
+            ensure_owned=attempt.ensure_owned if cp is not None else None,
         )
         scope = attempt_started(scope, resume)
         started = time.monotonic()

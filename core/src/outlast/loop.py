@@ -16,6 +16,7 @@ from outlast.errors import CriticKilled, ModelError, OutlastError, ResumeMismatc
 from outlast.events import EventKind
 from outlast.messages import JSON, MARKER, Message, PhaseOutput
 from outlast.model import Model
+from outlast.plugins import listening
 from outlast.ports import CheckpointState, ResumeState
 from outlast.runs import Critic, Plan
 from outlast.steps import RunScope, Save, StepCalls, Tally, unfinished_step, with_call_ids
@@ -131,7 +132,6 @@ async def _ask(
     model: Model, shown: Sequence[Message], specs: list[dict[str, JSON]], scope: RunScope
 ) -> Message:
     started = time.monotonic()
-    detail: dict[str, JSON] = {"model": type(model).__name__}
     try:
         reply = await model.complete(shown, specs)
         if not isinstance(reply, Message) or reply.role != "assistant":
@@ -139,16 +139,18 @@ async def _ask(
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        scope.event(
-            EventKind.MODEL_CALL, time.monotonic() - started, detail, f"{type(exc).__name__}: {exc}"
-        )
+        if listening():
+            detail: dict[str, JSON] = {"model": type(model).__name__}
+            error = f"{type(exc).__name__}: {exc}"
+            scope.event(EventKind.MODEL_CALL, time.monotonic() - started, detail, error)
         if isinstance(exc, OutlastError):
             raise
         raise ModelError(f"the model raised {type(exc).__name__}: {exc}") from exc
-    detail["tool_calls"] = len(reply.tool_calls)
-    if reply.usage:
-        detail["usage"] = dict(reply.usage)
-    scope.event(EventKind.MODEL_CALL, time.monotonic() - started, detail)
+    if listening():
+        detail = {"model": type(model).__name__, "tool_calls": len(reply.tool_calls)}
+        if reply.usage:
+            detail["usage"] = dict(reply.usage)
+        scope.event(EventKind.MODEL_CALL, time.monotonic() - started, detail)
     return reply
 
 

@@ -43,8 +43,17 @@ UNKNOWN_OUTCOME = (
 )
 
 
-async def _owned() -> None:
-    """A run without a store has nobody to lose it to."""
+class _NoLimit:
+    """An async context manager that does nothing (one call: nothing to bound)."""
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_LIMIT = _NoLimit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +63,8 @@ class RunScope:
     ``wait`` and ``delivery`` come from the record a resumed run was claimed
     with (see :mod:`outlast.waiting`); ``context`` is what a plugin wants
     stored with the run this attempt (:mod:`outlast.attempt_events`);
-    ``ensure_owned`` raises when this worker may have lost the run.
+    ``ensure_owned`` raises when this worker may have lost the run (None: a
+    run without a store, which nobody can take over).
     """
 
     run_id: str = ""
@@ -65,7 +75,7 @@ class RunScope:
     wait: JSON = None
     delivery: JSON = None
     context: JSONObject | None = None
-    ensure_owned: Callable[[], Awaitable[None]] = field(default=_owned, repr=False)
+    ensure_owned: Callable[[], Awaitable[None]] | None = field(default=None, repr=False)
 
     def event(
         self,
@@ -175,8 +185,9 @@ class StepCalls:
         self.segment = segment
         self.scope = scope
         self._save = save
-        self._slots = asyncio.Semaphore(concurrency)
-        self._saving = asyncio.Lock()
+        self._concurrency = concurrency
+        self._slots: asyncio.Semaphore | None = None  # made when calls run at once
+        self._saving: asyncio.Lock | None = None
         self._durable = len(transcript)
         self.parked: list[tuple[int, waiting.Parked]] = []
         after = transcript[position + 1 :]
@@ -191,9 +202,11 @@ class StepCalls:
             for index, call in enumerate(reply.tool_calls)
             if call.id not in self._done
         ]
-        if len(missing) == 1:  # the common case: no task to make
+        if len(missing) == 1:  # the common case: no task, no lock, no semaphore
             await self._one(*missing[0])
         elif missing:
+            self._slots = asyncio.Semaphore(self._concurrency)
+            self._saving = asyncio.Lock()
             try:
                 async with asyncio.TaskGroup() as group:
                     for index, call in missing:
@@ -233,8 +246,9 @@ class StepCalls:
             self._report(call, time.monotonic() - started, outcome)
             await self._record(call, content)
             return
-        async with self._slots:
-            await self.scope.ensure_owned()
+        async with self._slots or _NO_LIMIT:
+            if self.scope.ensure_owned is not None:
+                await self.scope.ensure_owned()
             if not tool.retry:  # durable before the call: after a crash, it may have run
                 await self._append(Message.started(call.id, call.name), now=True)
             started = time.monotonic()
@@ -258,6 +272,8 @@ class StepCalls:
     def _report(
         self, call: ToolCall, duration: float, outcome: str, error: BaseException | None = None
     ) -> None:
+        if not listening():
+            return
         detail: dict[str, JSON] = {"tool": call.name, "call_id": call.id, "outcome": outcome}
         text = None if error is None else f"{type(error).__name__}: {error}"
         self.scope.event(EventKind.TOOL_CALL, duration, detail, text)
@@ -270,7 +286,7 @@ class StepCalls:
         is waited for, and one save then carries everything appended since.
         ``now``: written at once even through a throttle."""
         self.transcript.append(message)
-        async with self._saving:
+        async with self._saving or _NO_LIMIT:
             if not now and self._durable >= len(self.transcript):
                 return  # an earlier save carried it
             size = len(self.transcript)
