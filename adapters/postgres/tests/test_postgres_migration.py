@@ -337,3 +337,62 @@ async def test_concurrent_upgrades_of_a_version_3_schema_all_succeed_and_apply_o
     assert all(run is not None and run.record.usage is None for run in loaded)
     assert await versions(postgres_url, schema) == EVERY_VERSION
     await asyncio.gather(*(store.close() for store in stores))
+
+
+async def schema_at_version_4(postgres_url: str, schema: str) -> None:
+    """A schema as outlast-postgres 0.4 left it: a run released two hours ago
+    ("released"), one released an hour ago ("later"), and one completed two
+    days ago ("done"), each last written at those times."""
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        assert await migrations.migrate(conn, schema, target=4) == 4
+        insert = sql.SQL(
+            "INSERT INTO {} (namespace, run_id, kind, input, status, epoch, owner,"
+            " lease_seconds, lease_expires_at, attempts, crashes, incarnation, result,"
+            " created_at, updated_at, format_version)"
+            " VALUES ('default', %s, 'k', 'null', %s, 2, 'w', 30, NULL, 2, 0, %s, %s, %s, %s, 1)"
+        ).format(sql.Identifier(schema, "runs"))
+        now = datetime.now(UTC)
+        for run_id, status, result, age in [
+            ("released", "running", None, timedelta(hours=2)),
+            ("later", "running", None, timedelta(hours=1)),
+            ("done", "completed", "1", timedelta(days=2)),
+        ]:
+            await conn.execute(
+                insert, [run_id, status, f"i-{run_id}", result, now - age, now - age]
+            )
+
+
+@pytest.mark.asyncio
+async def test_a_version_4_schema_upgrades_to_hot_saves_and_its_runs_keep_their_times(
+    postgres_url: str, store_url: str, schema: str
+) -> None:
+    await schema_at_version_4(postgres_url, schema)
+    store = PostgresStore(store_url)
+    released = await store.load("released")  # first use: migrates
+    assert await versions(postgres_url, schema) == EVERY_VERSION
+    assert await indexes(postgres_url, schema) == {
+        "runs_pkey",
+        "runs_claimable_order",
+        "runs_terminal",
+    }
+    async with await psycopg.AsyncConnection.connect(postgres_url) as conn:
+        cursor = await conn.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = %s::regclass",
+            [sql.Identifier(schema, "runs").as_string(conn)],
+        )
+        assert await cursor.fetchone() == (["fillfactor=80"],)
+    # Never saved since the upgrade (saved_at NULL): a record's time is its updated_at.
+    assert released is not None
+    assert released.record.updated_at == pytest.approx(released.record.created_at, abs=1e-6)
+    assert [r.run_id for r in await store.interrupted()] == ["released", "later"]
+    claim = await store.claim("released", owner="w2", lease=30)
+    assert claim is not None
+    claimed_at = claim.record.updated_at
+    await claim.checkpointer.save(CheckpointState((Message.user("after the upgrade"),)))
+    saved = await store.load("released")
+    assert saved is not None and saved.record.updated_at > claimed_at
+    assert saved.state.history == (Message.user("after the upgrade"),)
+    # Retention still finds the run finished before the upgrade by its time.
+    assert await store.purge(3600) == 1
+    assert await store.load("done") is None
+    await store.close()

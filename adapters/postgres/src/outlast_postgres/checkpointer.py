@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import sql
-
 from outlast.adapter import JSON, CheckpointState, LeaseLost, SaveCursor
 from outlast_postgres import records
 from outlast_postgres.database import Database
@@ -61,14 +59,20 @@ class PostgresCheckpointer:
 
     async def save(self, state: CheckpointState) -> bool:
         delta = self._cursor.delta(state)
+        statements = self._database.statements
+        phases: dict[str, Any] = {}
+        if delta.phases:
+            phases = {
+                "first_phase": delta.first_phase,
+                "phases": records.encode_phases(delta.phases),
+            }
         cancel_requested = await self._fenced(
-            self._database.statements.save,
+            statements.save if delta.phases else statements.save_messages,
             "saving",
-            first_phase=delta.first_phase,
-            phases=records.encode_phases(delta.phases),
             segment=delta.segment,
             first_message=delta.first_message,
             messages=records.encode_messages(delta.messages),
+            **phases,
         )
         # Only now is the delta durable; a failed save is retried, with more, by the next.
         self._cursor = delta.after
@@ -104,7 +108,7 @@ class PostgresCheckpointer:
             timeout=None if timeout is None else float(timeout),
         )
 
-    async def _fenced(self, statement: sql.Composed, verb: str, **params: Any) -> bool:
+    async def _fenced(self, statement: bytes, verb: str, **params: Any) -> bool:
         """Run the fenced write ``statement``; the run's ``cancel_requested``
         after it, or LeaseLost saying why it was refused."""
         params.update(

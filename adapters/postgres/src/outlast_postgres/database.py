@@ -11,6 +11,7 @@ the schema up to date, then opens the pool.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -24,6 +25,8 @@ from outlast_postgres import schema
 from outlast_postgres.config import PostgresConfig
 from outlast_postgres.errors import translate
 from outlast_postgres.statements import Statements
+
+log = logging.getLogger("outlast_postgres")
 
 Pool = AsyncConnectionPool[AsyncConnection[TupleRow]]
 
@@ -92,6 +95,11 @@ class Database:
                     await pool.close()
                     raise
                 self._pool = pool
+                if psycopg.pq.__impl__ == "python":
+                    log.info(
+                        "psycopg runs in pure Python here; outlast-postgres[binary] (or [c]) "
+                        "installs its compiled build, which loads and claims long runs faster"
+                    )
         return self._pool
 
     async def _migrate_directly(self) -> int:

@@ -29,11 +29,16 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 RUN_COLUMNS = (
     "{r}.run_id, {r}.namespace, {r}.kind, {r}.input, {r}.status, {r}.epoch, {r}.attempts, "
     "{r}.crashes, {r}.owner, {r}.lease_seconds, extract(epoch FROM {r}.lease_expires_at)::float8, "
-    "extract(epoch FROM {r}.created_at)::float8, extract(epoch FROM {r}.updated_at)::float8, "
+    "extract(epoch FROM {r}.created_at)::float8, "
+    "extract(epoch FROM greatest({r}.updated_at, {r}.saved_at))::float8, "
     "{r}.result, {r}.error, {r}.incarnation, {r}.cancel_requested, {r}.wait, {r}.delivery, "
     "{r}.usage, {r}.format_version"
 )
-"""The columns :func:`record_from_row` reads, for a runs table aliased ``{r}``."""
+"""The columns :func:`record_from_row` reads, for a runs table aliased ``{r}``.
+
+A record's ``updated_at`` is the later of the columns ``updated_at`` (every
+write but a save) and ``saved_at`` (a save; NULL before the first one since
+schema version 5): see ``statements._SAVED``."""
 
 RUN_COLUMN_COUNT = 21
 

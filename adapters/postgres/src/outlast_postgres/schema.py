@@ -159,6 +159,28 @@ WHERE status = 'running' OR (status = 'waiting' AND lease_expires_at IS NOT NULL
 """
 
 
+# Version 5: a save is a HOT update of its run's row. PostgreSQL updates a row
+# in place (a heap-only tuple: no index entry written, the old version pruned
+# on the page) only when no indexed column changes and the page has room. A
+# save used to set updated_at, which runs_claimable_order (for released runs)
+# and runs_terminal index, so every save wrote index entries and left a dead
+# tuple for vacuum. Now a save sets ``saved_at``, which no index covers, and
+# leaves updated_at as it is (updated_at: the last write that is not a save);
+# a run's record reads the later of the two as its updated_at, so every write
+# still moves it. A nullable column without a default rewrites no rows, and
+# NULL (never saved since the upgrade) leaves updated_at as the record's time.
+# A fill factor below 100 keeps room on each page for the new row versions;
+# it applies to pages filled from now on (nothing is rewritten), and a row on
+# a page already full moves once, by a non-HOT update, to one with room.
+_SAVED_AT = """
+ALTER TABLE {schema}.runs ADD COLUMN IF NOT EXISTS saved_at timestamptz
+"""
+
+_RUNS_FILLFACTOR = """
+ALTER TABLE {schema}.runs SET (fillfactor = 80)
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -186,6 +208,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         4,
         "runs may wait for outside input (wait, delivery) and keep their usage",
         (_WAIT_COLUMNS, _STATUS_WAITING, _DROP_INTERRUPTED_ORDER_INDEX, _CLAIMABLE_ORDER_INDEX),
+    ),
+    Migration(
+        5,
+        "a save is a HOT update: it sets runs.saved_at (no index covers it); runs fillfactor 80",
+        (_SAVED_AT, _RUNS_FILLFACTOR),
     ),
 )
 

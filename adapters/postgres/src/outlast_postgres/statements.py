@@ -2,6 +2,13 @@
 
 Values are always parameters; the schema is quoted by :mod:`psycopg.sql`.
 Times come from the server (``now()``), never from the client's clock.
+Each statement is composed once per schema and kept as the bytes psycopg
+sends (a :class:`~psycopg.sql.Composed` would be rendered again, its
+identifiers escaped again, at every execution). The arrays a save appends
+are sent in binary format (``%(messages)b``): each element is its length and
+its bytes, where the text format is an array literal in which every quote
+and backslash of every message is escaped (in Python, with psycopg's
+pure-Python build) and parsed back by the server.
 
 The statements mirror :mod:`outlast.transitions`, the run record's state
 machine: each names the transition it applies.
@@ -31,28 +38,51 @@ from outlast_postgres.notifications import channel_for
 from outlast_postgres.records import RUN_COLUMNS
 
 
-def _compose(text: str, schema: str) -> sql.Composed:
-    return sql.SQL(text).format(
-        runs=sql.Identifier(schema, "runs"),
-        messages=sql.Identifier(schema, "messages"),
-        phases=sql.Identifier(schema, "phases"),
-        cols=sql.SQL(RUN_COLUMNS.format(r="r")),
-        channel=sql.Literal(channel_for(schema)),
+def _compose(text: str, schema: str) -> bytes:
+    # Rendered without a connection: the identifiers and the channel's name
+    # are ASCII (config._schema), so no connection's encoding can change them.
+    return (
+        sql.SQL(text)
+        .format(
+            runs=sql.Identifier(schema, "runs"),
+            messages=sql.Identifier(schema, "messages"),
+            phases=sql.Identifier(schema, "phases"),
+            cols=sql.SQL(RUN_COLUMNS.format(r="r")),
+            channel=sql.Literal(channel_for(schema)),
+        )
+        .as_bytes(None)
     )
 
 
-# The saved progress of run ``r``: its phase outputs, and the messages of its
-# current segment (segment number == completed phases), each as one array, so
-# a transcript of any length loads in the same single round trip.
-_PROGRESS = """
+# The saved progress of a run is read by two statements: its phase outputs
+# as one array, beside the record (there are few), and the messages of its
+# current segment (segment number == completed phases) as rows, one per
+# message, in order, by a second statement of the same read (load: in a
+# REPEATABLE READ transaction, so both see one snapshot; the claims: see
+# _CLAIMED). Rows, not one array: the server builds and sends a transcript of
+# 10,000 messages as rows in about a quarter of the time it takes to build it
+# as an array, and the client reads them at least as fast. Both statements
+# are pipelined: a transcript of any length still loads in one round trip.
+_PHASES = """
     ARRAY(SELECT p.body FROM {phases} p
-          WHERE p.namespace = r.namespace AND p.run_id = r.run_id ORDER BY p.seq),
-    ARRAY(SELECT m.body FROM {messages} m
-          WHERE m.namespace = r.namespace AND m.run_id = r.run_id
-            AND m.segment = (SELECT count(*) FROM {phases} c
-                             WHERE c.namespace = r.namespace AND c.run_id = r.run_id)
-          ORDER BY m.seq)
+          WHERE p.namespace = r.namespace AND p.run_id = r.run_id ORDER BY p.seq)
 """
+
+# The messages of run ``{run}``'s current segment, in order. The run is a
+# value (a parameter, or a scalar subquery), not a column of a joined row, so
+# the segment is computed once and the primary key yields the rows in order.
+_SEGMENT = """
+SELECT m.body FROM {{messages}} m
+WHERE m.namespace = %(namespace)s AND m.run_id = {run}
+  AND m.segment = (SELECT count(*) FROM {{phases}} c
+                   WHERE c.namespace = %(namespace)s AND c.run_id = {run}){more}
+ORDER BY m.seq
+"""
+
+
+def _segment(run: str, more: str = "") -> str:
+    return _SEGMENT.format(run=run, more=more)
+
 
 # transitions.begin: running, epoch 1, attempts 1, no crash, leased, a new
 # incarnation (drawn by the caller). The primary key is the atomic "exists".
@@ -110,17 +140,21 @@ WHERE namespace = %(namespace)s AND run_id = %(run_id)s
 
 # Upserts, not plain inserts: a save whose commit the client never heard of
 # (connection lost) is retried with the same positions and must not fail.
-_APPEND = """,
+# Most saves complete no phase: they run the statement without new_phases,
+# which has less to plan, execute and send (save_messages).
+_APPEND_PHASES = """,
 new_phases AS (
     INSERT INTO {phases} (namespace, run_id, seq, body)
     SELECT f.namespace, f.run_id, %(first_phase)s::int + p.n::int - 1, p.body
-    FROM fenced f, unnest(%(phases)s::text[]) WITH ORDINALITY AS p(body, n)
+    FROM fenced f, unnest(%(phases)b::text[]) WITH ORDINALITY AS p(body, n)
     ON CONFLICT (namespace, run_id, seq) DO UPDATE SET body = EXCLUDED.body
-),
+)"""
+
+_APPEND_MESSAGES = """,
 new_messages AS (
     INSERT INTO {messages} (namespace, run_id, segment, seq, body)
     SELECT f.namespace, f.run_id, %(segment)s::int, %(first_message)s::int + m.n::int - 1, m.body
-    FROM fenced f, unnest(%(messages)s::text[]) WITH ORDINALITY AS m(body, n)
+    FROM fenced f, unnest(%(messages)b::text[]) WITH ORDINALITY AS m(body, n)
     ON CONFLICT (namespace, run_id, segment, seq) DO UPDATE SET body = EXCLUDED.body
 )"""
 
@@ -138,6 +172,19 @@ _NOTIFY = """,
 notified AS (
     SELECT pg_notify({channel}, f.namespace) FROM fenced f
 )"""
+
+# transitions.save: the record only moves its updated_at, read as the later of
+# the columns updated_at and saved_at (records.RUN_COLUMNS). A save sets
+# saved_at, which no index covers, and assigns updated_at its own value, so
+# the row is updated in place (HOT: no index entry, no dead tuple for vacuum;
+# see schema._SAVED_AT). The exception is a run without a lease (released, or
+# sent its input, and saved by the checkpointer that held it): the work list
+# orders it by updated_at, "when it became claimable", its last write, so that
+# moves too (a save transitions allow, rare, and then not HOT).
+_SAVED = """
+saved_at = now(),
+updated_at = CASE WHEN lease_expires_at IS NULL THEN now() ELSE updated_at END
+"""
 
 # transitions.is_interrupted: running, the lease released (NULL) or expired;
 # or waiting, with a timeout (not NULL: a wait without one never ends) that
@@ -200,18 +247,52 @@ RETURNING {{cols}}
 # own statement: a statement reads one snapshot, and a save the previous owner
 # committed while the claim waited for the row lock is only visible to a later
 # statement. The lease condition picks the rows this transaction just claimed
-# (``now()`` is the transaction's start time) so a lost claim reads nothing.
-_CLAIMED = f"""
-SELECT r.run_id, {_PROGRESS}
-FROM {{runs}} r
-WHERE r.namespace = %(namespace)s AND r.status = 'running' AND r.owner = %(owner)s
+# (``now()`` is the transaction's start time) so a lost claim reads nothing;
+# its coalesce() repeats it in the terms of runs_claimable_order, so that the
+# index finds them. The messages are a third statement: as the claimed rows
+# stay locked by this transaction until it ends, no save of theirs can commit
+# in between, so the two read the same progress.
+_CLAIMED_RUNS = """
+r.namespace = %(namespace)s AND r.status = 'running' AND r.owner = %(owner)s
   AND r.lease_expires_at = now() + make_interval(secs => %(lease)s::float8)
+  AND coalesce(r.lease_expires_at, r.updated_at) = now() + make_interval(secs => %(lease)s::float8)
 """
 
+_CLAIMED = f"""
+SELECT r.run_id, {_PHASES}
+FROM {{runs}} r
+WHERE {_CLAIMED_RUNS}
+ORDER BY r.run_id
+"""
+
+# claim_next's messages: those of THE claimed run. The condition could match
+# more than one run only if this owner claimed another with the same lease at
+# the same instant (two transactions with one start time): then this reads
+# nothing, and claim_next reads its run's messages by id (claimed_one_messages).
+_CLAIMED_MESSAGES = f"""
+WITH claimed AS (
+    SELECT r.run_id FROM {{runs}} r WHERE {_CLAIMED_RUNS}
+)""" + _segment("(SELECT CASE WHEN count(*) = 1 THEN min(run_id) END FROM claimed)")
+
+# claim's, and claim_next's when it must: one run, known by its id.
+_CLAIMED_ONE = f"""
+SELECT r.run_id, {_PHASES}
+FROM {{runs}} r
+WHERE {_CLAIMED_RUNS} AND r.run_id = %(run_id)s
+"""
+
+_CLAIMED_ONE_MESSAGES = _segment(
+    "%(run_id)s",
+    f"""
+  AND EXISTS (SELECT 1 FROM {{runs}} r WHERE {_CLAIMED_RUNS} AND r.run_id = %(run_id)s)""",
+)
+
 _LOAD = f"""
-SELECT {{cols}}, {_PROGRESS}
+SELECT {{cols}}, {_PHASES}
 FROM {{runs}} r WHERE r.namespace = %(namespace)s AND r.run_id = %(run_id)s
 """
+
+_LOAD_MESSAGES = _segment("%(run_id)s")
 
 # Records of a newer format version are not this store's to read: left out here.
 _INTERRUPTED = f"""
@@ -340,33 +421,37 @@ def _fenced(assignments: str, more: str = "", *, notify: bool = False) -> str:
 class Statements:
     """The store's statements for one schema."""
 
-    begin: sql.Composed
-    submit: sql.Composed
-    save: sql.Composed
-    complete: sql.Composed
-    fail: sql.Composed
-    release: sql.Composed
-    renew: sql.Composed
-    wait: sql.Composed
-    ownership: sql.Composed
-    claim: sql.Composed
-    claim_next: sql.Composed
-    claimed: sql.Composed
-    claimed_one: sql.Composed
-    load: sql.Composed
-    interrupted: sql.Composed
-    quarantine: sql.Composed
-    cancel: sql.Composed
-    send: sql.Composed
-    list_all: sql.Composed
-    list_status: sql.Composed
-    list_after: sql.Composed
-    list_status_after: sql.Composed
-    delete_run: sql.Composed
-    delete_progress: sql.Composed
-    purge: sql.Composed
+    begin: bytes
+    submit: bytes
+    save: bytes
+    save_messages: bytes
+    complete: bytes
+    fail: bytes
+    release: bytes
+    renew: bytes
+    wait: bytes
+    ownership: bytes
+    claim: bytes
+    claim_next: bytes
+    claimed: bytes
+    claimed_messages: bytes
+    claimed_one: bytes
+    claimed_one_messages: bytes
+    load: bytes
+    load_messages: bytes
+    interrupted: bytes
+    quarantine: bytes
+    cancel: bytes
+    send: bytes
+    list_all: bytes
+    list_status: bytes
+    list_after: bytes
+    list_status_after: bytes
+    delete_run: bytes
+    delete_progress: bytes
+    purge: bytes
 
-    def listing(self, *, status: bool, cursor: bool) -> sql.Composed:
+    def listing(self, *, status: bool, cursor: bool) -> bytes:
         """The list statement filtering by status and/or cursor as asked."""
         if status:
             return self.list_status_after if cursor else self.list_status
@@ -374,13 +459,14 @@ class Statements:
 
     @classmethod
     def for_schema(cls, schema: str) -> Statements:
-        def c(text: str) -> sql.Composed:
+        def c(text: str) -> bytes:
             return _compose(text, schema)
 
         return cls(
             begin=c(_BEGIN),
             submit=c(_SUBMIT),
-            save=c(_fenced("updated_at = now()", _APPEND)),
+            save=c(_fenced(_SAVED, _APPEND_PHASES + _APPEND_MESSAGES)),
+            save_messages=c(_fenced(_SAVED, _APPEND_MESSAGES)),
             complete=c(
                 _fenced(
                     "status = 'completed', result = %(result)s, usage = %(usage)s, "
@@ -417,8 +503,11 @@ class Statements:
             claim=c(_CLAIM),
             claim_next=c(_CLAIM_NEXT),
             claimed=c(_CLAIMED),
-            claimed_one=c(_CLAIMED + " AND r.run_id = %(run_id)s"),
+            claimed_messages=c(_CLAIMED_MESSAGES),
+            claimed_one=c(_CLAIMED_ONE),
+            claimed_one_messages=c(_CLAIMED_ONE_MESSAGES),
             load=c(_LOAD),
+            load_messages=c(_LOAD_MESSAGES),
             interrupted=c(_INTERRUPTED),
             quarantine=c(_QUARANTINE),
             cancel=c(_CANCEL),

@@ -8,9 +8,20 @@ interrupted, unless it meets damaged records (each is quarantined, then the
 list is read again without it); claim and claim_next take two (the claim and
 the read of the claimed progress, pipelined; then the commit), whatever the
 transcript's length, and claim_next one more per damaged run it meets and
-the claim again.
+the claim again (and one more, to read its run's messages by id, should it
+ever meet another claim of the same owner's made at the same instant: see
+``statements._CLAIMED_MESSAGES``).
 ``wait_for_change`` uses a listening connection of its own, not the pool
 (:mod:`outlast_postgres.notifications`).
+
+Transcripts: ``load``, ``claim`` and ``claim_next`` read a run's messages as
+rows, one per message, in PostgreSQL's binary format, by a statement
+pipelined beside the one that reads the record and the phases (see
+``statements._PHASES``). They used to come as one ``text[]`` in the text
+format: an array literal in which every quote and backslash of every
+message is escaped by the server and unescaped by the client (in Python,
+with psycopg's pure-Python build), which was the bulk of loading a long
+transcript; in binary each value is its length and its bytes.
 """
 
 from __future__ import annotations
@@ -230,19 +241,27 @@ class PostgresStore:
         params = {"namespace": namespace, "run_id": run_id, "owner": owner, "lease": float(lease)}
         statements = self.database.statements
         async with self.database.connection(f"claiming run {run_id!r}") as conn, conn.pipeline():
-            # One flush: BEGIN, the conditional UPDATE and the read of the claimed
-            # progress go out together and come back together.
+            # One flush: BEGIN, the conditional UPDATE and the reads of the claimed
+            # progress (phases, then messages) go out together and come back together.
             await conn.execute("BEGIN")
             claimed = await conn.execute(statements.claim, params)
-            progress = await conn.execute(statements.claimed_one, params)
-            bodies = await progress.fetchone()
+            phases = await conn.cursor(binary=True).execute(statements.claimed_one, params)
+            messages = await conn.cursor(binary=True).execute(
+                statements.claimed_one_messages, params
+            )
+            progress = await phases.fetchone()
+            texts = [text for (text,) in await messages.fetchall()]
             row = await claimed.fetchone()
             try:
                 # Decoded before COMMIT: a run that does not parse stays as it was.
                 found = None if row is None else records.record_from_row(row)
-                if found is not None and bodies is None:
+                if found is not None and progress is None:
                     raise StoreError(f"run {run_id!r}: claimed but its progress could not be read")
-                state = CheckpointState() if bodies is None else _state(run_id, bodies)
+                state = (
+                    CheckpointState()
+                    if progress is None
+                    else records.state_from_bodies(run_id, progress[1], texts)
+                )
             except Exception:
                 await conn.execute("ROLLBACK")
                 raise
@@ -284,14 +303,22 @@ class PostgresStore:
 
     async def load(self, run_id: str, namespace: str = DEFAULT_NAMESPACE) -> StoredRun | None:
         params = {"namespace": namespace, "run_id": run_id}
+        statements = self.database.statements
         async with self.database.connection(f"loading run {run_id!r}") as conn:
-            cursor = await conn.execute(self.database.statements.load, params)
-            row = await cursor.fetchone()
+            # One flush: the record (with the phases) and the messages, read in
+            # one snapshot (see the module docstring, "Transcripts").
+            async with conn.pipeline():
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                run = await conn.cursor(binary=True).execute(statements.load, params)
+                messages = await conn.cursor(binary=True).execute(statements.load_messages, params)
+                await conn.execute("COMMIT")
+            row = await run.fetchone()
+            texts = [text for (text,) in await messages.fetchall()]
         if row is None:
             return None
         record = records.record_from_row(row)
-        n = records.RUN_COLUMN_COUNT
-        return StoredRun(record, records.state_from_bodies(run_id, row[n], row[n + 1]))
+        phases = row[records.RUN_COLUMN_COUNT]
+        return StoredRun(record, records.state_from_bodies(run_id, phases, texts))
 
     async def list(
         self,
@@ -363,23 +390,30 @@ class PostgresStore:
         }
         statements = self.database.statements
         async with conn.pipeline():
-            # One flush: BEGIN, the claim and the read of the claimed progress
+            # One flush: BEGIN, the claim and the reads of the claimed progress
             # go out together; the COMMIT (or ROLLBACK) is the second.
             await conn.execute("BEGIN")
             claimed = await conn.execute(statements.claim_next, params)
-            progress = await conn.execute(statements.claimed, params)
-            bodies = {row[0]: row for row in await progress.fetchall()}
+            phases = await conn.cursor(binary=True).execute(statements.claimed, params)
+            messages = await conn.cursor(binary=True).execute(statements.claimed_messages, params)
+            progress = {run_id: bodies for run_id, bodies in await phases.fetchall()}
+            texts: Sequence[str] = [text for (text,) in await messages.fetchall()]
             row = await claimed.fetchone()
             claim: Claim | None = None
             damaged: Damaged = []
             try:
                 if row is not None:
                     record = records.record_from_row(row)
-                    if record.run_id not in bodies:
+                    if record.run_id not in progress:
                         raise StoreError(
                             f"run {record.run_id!r}: claimed but its progress could not be read"
                         )
-                    claim = self._claim(record, _state(record.run_id, bodies[record.run_id]))
+                    if len(progress) > 1:
+                        # Another claim of this owner's at the same instant
+                        # (see statements._CLAIMED_MESSAGES): read this one's by id.
+                        texts = await self._claimed_messages(conn, params, record.run_id)
+                    state = records.state_from_bodies(record.run_id, progress[record.run_id], texts)
+                    claim = self._claim(record, state)
             except CorruptCheckpoint as exc:
                 damaged.append((exc.run_id, exc))
             except Exception:
@@ -388,6 +422,14 @@ class PostgresStore:
             # A damaged run is not taken over: undone, then quarantined by the caller.
             await conn.execute("ROLLBACK" if damaged else "COMMIT")
         return claim, damaged
+
+    async def _claimed_messages(
+        self, conn: AsyncConnection[TupleRow], params: dict[str, Any], run_id: str
+    ) -> Sequence[str]:
+        """The messages of ``run_id``, which this transaction claimed."""
+        statement = self.database.statements.claimed_one_messages
+        cursor = await conn.cursor(binary=True).execute(statement, {**params, "run_id": run_id})
+        return [text for (text,) in await cursor.fetchall()]
 
     async def _set_aside(
         self, conn: AsyncConnection[TupleRow], namespace: str, damaged: Damaged
@@ -434,13 +476,6 @@ class PostgresStore:
             incarnation=incarnation,
             cursor=cursor,
         )
-
-
-def _state(run_id: str, bodies: TupleRow | None) -> CheckpointState:
-    """The progress in a row of ``statements._CLAIMED`` (run_id, phases, messages)."""
-    if bodies is None:
-        return CheckpointState()
-    return records.state_from_bodies(run_id, bodies[1], bodies[2])
 
 
 def _readable(rows: Sequence[TupleRow]) -> list[RunRecord]:
