@@ -55,7 +55,7 @@ def test_sigterm_releases_the_run_and_recovery_continues_it_at_once(
     assert "Waiting" not in graceful  # a released run is taken at once
     assert "Skipped finished phases: research, outline" in graceful
     assert "continued from 7 saved messages" in graceful
-    assert "the model was not asked again" in graceful
+    assert "model was not asked again: only that tool call ran again" in graceful
     assert "epoch 2" in graceful
     assert FINAL in graceful
     # The phases before the interruption ran once: their replies appear once.

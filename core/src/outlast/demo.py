@@ -213,9 +213,9 @@ def _done(result: RunResult, stalled: StoredRun) -> None:
     _say(
         f"   Done. Same durable record: run {result.run_id}, epoch {result.epoch}.\n"
         f"   Skipped finished phases: {skipped}; 'draft' continued from "
-        f"{len(stalled.state.history)} saved messages: the reply that called the stalled\n"
-        "   tool was saved before the tool ran, so the model was not asked again and only\n"
-        "   that tool call ran again.\n"
+        f"{len(stalled.state.history)} saved messages.\n"
+        "   The reply that called the stalled tool was saved before the tool ran, so the\n"
+        "   model was not asked again: only that tool call ran again.\n"
         f"   Final answer: {result.output}"
     )
 
