@@ -8,7 +8,7 @@ release); the conformance suite kills real processes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 
@@ -33,6 +33,8 @@ from outlast.adapter import CheckpointerFactory, CheckpointState, RunStart
 from outlast.messages import JSON, MARKER, JSONObject
 from outlast.steps import UNKNOWN_OUTCOME, unfinished_step, with_call_ids
 from outlast.tools import idempotency_key
+
+Eventually = Callable[[Callable[[], Awaitable[bool]]], Awaitable[None]]
 
 pytestmark = pytest.mark.asyncio
 
@@ -111,23 +113,23 @@ async def test_a_resumed_step_runs_only_the_missing_calls_and_never_asks_the_mod
     assert len(model.shown) == 1 and len(model.shown[0]) == 4  # only the final reply was asked
 
 
-async def test_each_tool_result_is_saved_as_it_completes(store: CheckpointerFactory) -> None:
+async def test_each_tool_result_is_saved_as_it_completes(
+    store: CheckpointerFactory, eventually: Eventually
+) -> None:
     """Two calls run at once; the fast one's result is durable while the
     slow one still runs."""
-    slow_may_finish = asyncio.Event()
     seen_while_slow: list[list[str | None]] = []
 
     async def fast(arguments: JSONObject) -> JSON:
         return "fast"
 
+    async def fast_result_saved() -> bool:
+        return any(m.role == "tool" for m in await history(store, "r1"))
+
     async def slow(arguments: JSONObject) -> JSON:
-        for _ in range(500):  # bounded: the fast result must become durable meanwhile
-            saved = await history(store, "r1")
-            if any(m.role == "tool" for m in saved):
-                seen_while_slow.append([m.tool_call_id for m in saved if m.role == "tool"])
-                break
-            await asyncio.sleep(0.01)
-        slow_may_finish.set()
+        await eventually(fast_result_saved)
+        saved = await history(store, "r1")
+        seen_while_slow.append([m.tool_call_id for m in saved if m.role == "tool"])
         return "slow"
 
     executor = Executor(store)
@@ -344,7 +346,7 @@ async def test_a_never_retry_call_that_never_started_runs(store: CheckpointerFac
 
 
 async def test_a_worker_whose_lease_ran_out_and_was_taken_over_starts_no_tool(
-    store: CheckpointerFactory,
+    store: CheckpointerFactory, eventually: Eventually
 ) -> None:
     """Stop-the-world: the worker stalls after its reply is saved until its
     lease expired and another worker claimed the run; it must not start the
@@ -357,11 +359,12 @@ async def test_a_worker_whose_lease_ran_out_and_was_taken_over_starts_no_tool(
             self, messages: Sequence[Message], tools: Sequence[JSONObject]
         ) -> Message:
             reply = await super().complete(messages, tools)
-            for _ in range(1000):  # bounded: the lease is 0.2 s
-                if await store.claim("r1", owner="thief", lease=3600):
-                    taken.set()
-                    break
-                await asyncio.sleep(0.01)
+
+            async def stolen() -> bool:  # once the 0.2 s lease has expired
+                return await store.claim("r1", owner="thief", lease=3600) is not None
+
+            await eventually(stolen)
+            taken.set()
             return reply
 
     def work(arguments: JSONObject) -> JSON:
@@ -425,7 +428,7 @@ async def test_a_tool_awaiting_input_parks_the_run_and_a_send_resumes_it(
 
 
 async def test_a_wait_that_times_out_fails_the_run_or_continues_as_the_tool_chose(
-    store: CheckpointerFactory, eventually: object
+    store: CheckpointerFactory, eventually: Eventually
 ) -> None:
     for choice, expected in ((None, "fail"), ("no answer in time", "continue")):
         ran: list[str] = []
@@ -442,10 +445,11 @@ async def test_a_wait_that_times_out_fails_the_run_or_continues_as_the_tool_chos
         )
         with pytest.raises(RunWaiting):
             await executor.run("k", "go", run_id=run_id)
-        for _ in range(500):  # bounded wait for the timeout to pass
-            if any(r.run_id == run_id for r in await store.interrupted()):
-                break
-            await asyncio.sleep(0.01)
+
+        async def timed_out(run_id: str = run_id) -> bool:
+            return any(r.run_id == run_id for r in await store.interrupted())
+
+        await eventually(timed_out)
         report = await executor.recover()
         if expected == "fail":
             assert isinstance(report.errors.get(run_id), WaitTimedOut)
