@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import types
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -16,12 +16,13 @@ from outlast import (
     EventKind,
     Executor,
     Message,
+    RecoveryReport,
     ScriptedModel,
     Shutdown,
     Tool,
     ToolCall,
 )
-from outlast.adapter import CheckpointerFactory
+from outlast.adapter import CheckpointerFactory, StoredRun
 from outlast.messages import JSON, MARKER, JSONObject
 from outlast.plugins import plugin_manager
 
@@ -37,6 +38,37 @@ def seen() -> Iterator[list[Event]]:
 
 def call(tool: str, call_id: str = "c1") -> Message:
     return Message.assistant(None, (ToolCall(call_id, tool, {}),), usage={"input_tokens": 5})
+
+
+async def released_then_recovered(
+    store: CheckpointerFactory,
+    between: Callable[[StoredRun | None], Awaitable[None]] | None = None,
+) -> RecoveryReport:
+    """Run r1 until its tool, shut that executor down (the run is released),
+    call ``between`` with what is stored, then recover it with a second executor."""
+    stop = True
+
+    async def slow(arguments: JSONObject) -> JSON:
+        if stop:
+            executor.shutdown()
+            await asyncio.Event().wait()
+        return "ok"
+
+    def build() -> Agent:
+        return Agent(
+            ScriptedModel([call("slow"), Message.assistant("d")]), [Tool("slow", "", slow)]
+        )
+
+    executor = Executor(store)
+    executor.register("k", build())
+    with pytest.raises(Shutdown):
+        await executor.run("k", "go", run_id="r1")
+    if between is not None:
+        await between(await store.load("r1"))
+    stop = False
+    executor = Executor(store)
+    executor.register("k", build())
+    return await executor.recover()
 
 
 async def test_a_run_reports_its_attempt_model_and_tool_calls_and_store_writes(
@@ -118,27 +150,7 @@ async def test_renewals_and_a_lease_lost_by_the_heartbeat_are_reported(
 async def test_a_claimed_run_reports_its_claim_and_attempt_number(
     store: CheckpointerFactory, seen: list[Event]
 ) -> None:
-    stop = True
-
-    async def slow(arguments: JSONObject) -> JSON:
-        if stop:
-            executor.shutdown()
-            await asyncio.Event().wait()
-        return "ok"
-
-    def build() -> Agent:
-        return Agent(
-            ScriptedModel([call("slow"), Message.assistant("d")]), [Tool("slow", "", slow)]
-        )
-
-    executor = Executor(store)
-    executor.register("k", build())
-    with pytest.raises(Shutdown):
-        await executor.run("k", "go", run_id="r1")
-    stop = False
-    executor = Executor(store)
-    executor.register("k", build())
-    await executor.recover()
+    await released_then_recovered(store)
     ends = [(e.attempt, e.detail["outcome"]) for e in seen if e.kind is EventKind.ATTEMPT_END]
     assert ends == [(1, "released"), (2, "completed")]
     claims = [e for e in seen if e.kind is EventKind.CLAIM]
@@ -184,31 +196,14 @@ async def test_a_run_context_hook_travels_with_the_run_to_its_next_attempt(
     plugin.outlast_run_context = outlast_run_context
     plugin_manager().register(plugin, name="test-context")
     try:
-        stop = True
+        notes: list[object] = []
 
-        async def slow(arguments: JSONObject) -> JSON:
-            if stop:
-                executor.shutdown()
-                await asyncio.Event().wait()
-            return "ok"
+        async def between(stored: StoredRun | None) -> None:
+            assert stored is not None
+            notes.extend(m.meta for m in stored.state.history if m.role == MARKER)
 
-        def build() -> Agent:
-            return Agent(
-                ScriptedModel([call("slow"), Message.assistant("d")]), [Tool("slow", "", slow)]
-            )
-
-        executor = Executor(store)
-        executor.register("k", build())
-        with pytest.raises(Shutdown):
-            await executor.run("k", "go", run_id="r1")
-        stored = await store.load("r1")
-        assert stored is not None
-        notes = [m.meta for m in stored.state.history if m.role == MARKER]
+        report = await released_then_recovered(store, between)
         assert notes == [{"context": {"trace": "attempt-1-1"}}]
-        stop = False
-        executor = Executor(store)
-        executor.register("k", build())
-        report = await executor.recover()
         assert [r.output for r in report.results] == ["d"]
         second = [e for e in seen if e.kind is EventKind.ATTEMPT_START][1]
         assert second.detail["previous"] == {"trace": "attempt-1-1"}
