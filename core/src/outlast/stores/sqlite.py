@@ -140,6 +140,7 @@ from outlast.stores.sqlite_schema import (
     read_run,
     read_transaction,
     record_of,
+    run_row,
     sort_out,
     synchronous_mode,
     write_transaction,
@@ -365,10 +366,7 @@ class SqliteStore:
         def job(conn: sqlite3.Connection) -> RunRecord:
             now = time.time()
             with write_transaction(conn):
-                row = conn.execute(
-                    f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND run_id = ?",
-                    (namespace, run_id),
-                ).fetchone()
+                row = run_row(conn, namespace, run_id)
                 # transitions.cancel decides; the UPDATE stores exactly what it changed.
                 after = transitions.cancel(
                     None if row is None else record_of(row), now, run_id, namespace
@@ -398,10 +396,7 @@ class SqliteStore:
         def job(conn: sqlite3.Connection) -> RunRecord:
             now = time.time()
             with write_transaction(conn):
-                row = conn.execute(
-                    f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND run_id = ?",
-                    (namespace, run_id),
-                ).fetchone()
+                row = run_row(conn, namespace, run_id)
                 after = transitions.send(
                     None if row is None else record_of(row),
                     codec.loads(delivery_text, run_id),
@@ -536,9 +531,8 @@ def _take(
         "WHERE namespace = ? AND run_id = ?",
         (owner, lease, now + lease, now, *key),
     )
-    after = conn.execute(
-        f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND run_id = ?", key
-    ).fetchone()
+    after = run_row(conn, namespace, run_id)
+    assert after is not None  # updated in this transaction
     return before, after
 
 

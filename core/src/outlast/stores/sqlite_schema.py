@@ -346,11 +346,17 @@ class RawRun:
     messages: list[tuple[int, str | bytes]]
 
 
-def read_run(conn: sqlite3.Connection, namespace: str, run_id: str) -> RawRun | None:
-    """The run's row and progress rows, inside the caller's transaction."""
-    row = conn.execute(
+def run_row(conn: sqlite3.Connection, namespace: str, run_id: str) -> sqlite3.Row | None:
+    """The run's ``runs`` row (the columns :func:`record_of` reads), or None."""
+    row: sqlite3.Row | None = conn.execute(
         f"SELECT {COLUMNS} FROM runs WHERE namespace = ? AND run_id = ?", (namespace, run_id)
     ).fetchone()
+    return row
+
+
+def read_run(conn: sqlite3.Connection, namespace: str, run_id: str) -> RawRun | None:
+    """The run's row and progress rows, inside the caller's transaction."""
+    row = run_row(conn, namespace, run_id)
     if row is None:
         return None
     phases, messages = read_progress(conn, namespace, run_id)
