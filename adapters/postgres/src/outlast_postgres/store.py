@@ -27,7 +27,7 @@ transcript; in binary each value is its length and its bytes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -158,20 +158,16 @@ class PostgresStore:
             "error": records.encode_json(transitions.CANCELLED),
         }
         async with self.database.connection(f"cancelling run {run_id!r}") as conn:
-            # Terminates: the statement is repeated only when the run changed
-            # (finished, or was deleted) between its snapshot and its row lock;
-            # the next snapshot sees that change.
-            while True:
-                cursor = await conn.execute(self.database.statements.cancel, params)
-                row = await cursor.fetchone()
-                assert row is not None  # the statement always returns its one row
-                seen, cancelled = row[0], row[2:]
-                if cancelled[0] is not None:
-                    return records.record_from_row(cancelled)
-                if seen is None:
-                    raise RunNotFound(run_id, namespace)
-                if seen not in (RunStatus.RUNNING, RunStatus.WAITING):
-                    raise RunFinished(run_id, namespace, seen)
+            return await _decided(
+                conn,
+                self.database.statements.cancel,
+                params,
+                lambda seen: (
+                    None
+                    if seen in (RunStatus.RUNNING, RunStatus.WAITING)
+                    else RunFinished(run_id, namespace, seen)
+                ),
+            )
 
     async def send(
         self, run_id: str, delivery: JSON, namespace: str = DEFAULT_NAMESPACE
@@ -182,20 +178,14 @@ class PostgresStore:
             "delivery": records.encode_json(delivery),
         }
         async with self.database.connection(f"sending input to run {run_id!r}") as conn:
-            # Terminates as cancel does: repeated only when the run stopped
-            # waiting between the statement's snapshot and its row lock (another
-            # sender won); the next snapshot sees it running.
-            while True:
-                cursor = await conn.execute(self.database.statements.send, params)
-                row = await cursor.fetchone()
-                assert row is not None  # the statement always returns its one row
-                seen, sent = row[0], row[2:]
-                if sent[0] is not None:
-                    return records.record_from_row(sent)
-                if seen is None:
-                    raise RunNotFound(run_id, namespace)
-                if seen != RunStatus.WAITING:
-                    raise NotWaiting(run_id, namespace, seen)
+            return await _decided(
+                conn,
+                self.database.statements.send,
+                params,
+                lambda seen: (
+                    None if seen == RunStatus.WAITING else NotWaiting(run_id, namespace, seen)
+                ),
+            )
 
     async def wait_for_change(self, namespace: str, timeout: float) -> bool:
         """True as soon as a run of ``namespace`` may have become claimable or
@@ -484,3 +474,30 @@ def _readable(rows: Sequence[TupleRow]) -> list[RunRecord]:
     for run_id, exc in damaged:
         log.warning("skipping unreadable run %r: %s", run_id, exc.detail)
     return found
+
+
+async def _decided(
+    conn: AsyncConnection[TupleRow],
+    statement: Any,
+    params: dict[str, Any],
+    refusal: Callable[[str], Exception | None],
+) -> RunRecord:
+    """Run a cancel or send statement until it decides: the changed record,
+    RunNotFound, or ``refusal(status)`` of the status it saw.
+
+    Terminates: the statement is repeated only when the run changed (another
+    writer won, or it finished or was deleted) between its snapshot and its
+    row lock; the next snapshot sees that change.
+    """
+    while True:
+        cursor = await conn.execute(statement, params)
+        row = await cursor.fetchone()
+        assert row is not None  # the statement always returns its one row
+        seen, changed = row[0], row[2:]
+        if changed[0] is not None:
+            return records.record_from_row(changed)
+        if seen is None:
+            raise RunNotFound(params["run_id"], params["namespace"])
+        error = refusal(seen)
+        if error is not None:
+            raise error
