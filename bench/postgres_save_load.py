@@ -1,4 +1,4 @@
-"""PostgreSQL store: a save against a raw INSERT, HOT updates, and loading 10,000 messages.
+"""PostgreSQL store: a save against a raw INSERT, row updates, and loading 10,000 messages.
 
     .venv/bin/python bench/postgres_save_load.py [URL] [--runs 20] [--rounds 25]
         [--load-messages 10000] [--repeat 15] [--shapes] [--skip-saves]
@@ -17,9 +17,11 @@ backend serves it. It measures:
   ratio of the medians, and the CPU time of each operation (this process
   plus its server backend, read from /proc/<pid>/schedstat: steadier than
   wall time on a busy machine, as it leaves out the waits for a core).
-* **HOT updates.** ``n_tup_upd`` and ``n_tup_hot_upd`` of the schema's ``runs``
+* **Row updates.** ``n_tup_upd`` and ``n_tup_hot_upd`` of the schema's ``runs``
   table after every save above (the store is closed so that its backend
-  reports its statistics, then they are read once they have arrived).
+  reports its statistics, then they are read once the saves' message inserts
+  have arrived): a save of messages locks the run's row and updates nothing
+  (schema version 6); before, each was one HOT update (version 5).
 * **load / claim of a long transcript.** One run of ``--load-messages`` ~1 KiB
   messages: ``load`` and ``claim`` (released and claimed again each time),
   wall and CPU; with ``--shapes``, the bare fetch of the transcript in
@@ -175,25 +177,31 @@ async def save_vs_insert(
     )
 
 
-async def hot_updates(url: str, schema: str, expected: int) -> None:
-    """The runs table's update counters, once ``expected`` updates have been reported."""
+async def row_updates(url: str, schema: str, saves: int) -> None:
+    """What the saves did to the runs table's rows (updates, HOT ones), read
+    once the messages they inserted have been reported."""
     runs = sql.Identifier(schema, "runs").as_string(None)
+    messages = sql.Identifier(schema, "messages").as_string(None)
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         deadline = time.monotonic() + 30
         while True:
             await conn.execute("SELECT pg_stat_clear_snapshot()")
             cursor = await conn.execute(
-                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
-                " WHERE relid = %s::regclass",
-                [runs],
+                "SELECT r.n_tup_upd, r.n_tup_hot_upd, m.n_tup_ins"
+                " FROM pg_stat_user_tables r, pg_stat_user_tables m"
+                " WHERE r.relid = %s::regclass AND m.relid = %s::regclass",
+                [runs, messages],
             )
             row = await cursor.fetchone()
             assert row is not None
-            updated, hot = row
-            if updated >= expected or time.monotonic() > deadline:
+            updated, hot, inserted = row
+            if inserted >= saves or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.1)
-    print(f"\n## HOT: runs updated {updated} times, {hot} HOT ({hot / max(updated, 1):.1%})")
+    print(
+        f"\n## Row updates: {saves} saves ({inserted} messages inserted) updated the runs"
+        f" table {updated} times, {hot} of them HOT"
+    )
 
 
 async def fetch_shapes(store: PostgresStore, url: str, run_id: str, repeat: int) -> None:
@@ -295,7 +303,7 @@ async def main(args: argparse.Namespace) -> None:
                 await save_vs_insert(store, raw, args.runs, args.rounds)
             saves = len(SIZES) * args.runs * (1 + args.rounds)
             await store.close()  # its connection ends, and reports its statistics
-            await hot_updates(url, schema, saves)
+            await row_updates(url, schema, saves)
             store = one_connection()
         await load_and_claim(store, url, args.load_messages, args.repeat, args.shapes)
     finally:

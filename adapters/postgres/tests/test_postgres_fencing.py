@@ -22,6 +22,7 @@ from outlast.adapter import (
     RunFinished,
     RunStart,
     RunStatus,
+    SaveCursor,
     transitions,
 )
 from outlast_postgres import PostgresStore
@@ -164,17 +165,24 @@ async def test_claim_next_takes_only_the_kinds_asked_for_and_reads_their_progres
     assert await drain(store, kinds=("email",)) == ["b-email"]
 
 
+# How the previous owner's save holds its run's row until it commits: the
+# general save updates it, a save of messages alone locks it (statements._APPEND).
+SAVE_HOLDS_ROW = {
+    "update": "UPDATE {} SET saved_at = now() WHERE run_id = 'r'",
+    "lock": "SELECT 1 FROM {} WHERE run_id = 'r' FOR SHARE",
+}
+
+
 @pytest.mark.asyncio
+@pytest.mark.parametrize("hold", SAVE_HOLDS_ROW)
 async def test_a_claim_racing_a_save_resumes_with_what_that_save_wrote(
-    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str, hold: str
 ) -> None:
     await interrupted_run(store, "r", messages=3)
     runs, messages = sql.Identifier(schema, "runs"), sql.Identifier(schema, "messages")
     async with db.transaction():
-        # What the previous owner's save does: lock its row, append message #4 ...
-        await db.execute(
-            sql.SQL("UPDATE {} SET updated_at = now() WHERE run_id = 'r'").format(runs)
-        )
+        # What the previous owner's save does: hold its row, append message #4 ...
+        await db.execute(sql.SQL(SAVE_HOLDS_ROW[hold]).format(runs))
         await db.execute(
             sql.SQL(
                 "INSERT INTO {} (namespace, run_id, segment, seq, body)"
@@ -192,15 +200,14 @@ async def test_a_claim_racing_a_save_resumes_with_what_that_save_wrote(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("hold", SAVE_HOLDS_ROW)
 async def test_deleting_a_run_while_it_saves_leaves_nothing_behind(
-    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str, hold: str
 ) -> None:
     await interrupted_run(store, "r", messages=3)
     runs, messages = sql.Identifier(schema, "runs"), sql.Identifier(schema, "messages")
     async with db.transaction():
-        await db.execute(
-            sql.SQL("UPDATE {} SET updated_at = now() WHERE run_id = 'r'").format(runs)
-        )
+        await db.execute(sql.SQL(SAVE_HOLDS_ROW[hold]).format(runs))
         await db.execute(
             sql.SQL(
                 "INSERT INTO {} (namespace, run_id, segment, seq, body)"
@@ -344,6 +351,45 @@ async def test_a_write_refused_by_a_claim_committed_while_it_waited_says_which_e
     loaded = await store.load("r")
     assert loaded is not None
     assert loaded.state == CheckpointState()
+
+
+@pytest.mark.asyncio
+async def test_a_save_that_waited_for_a_delete_finds_the_run_deleted(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    cp = await store.begin(RunStart(run_id="r", kind="k", lease=3600))
+    await cp.save(CheckpointState(history(1)))
+    async with db.transaction():
+        await db.execute(
+            sql.SQL("DELETE FROM {} WHERE run_id = 'r'").format(sql.Identifier(schema, "runs"))
+        )
+        saving = asyncio.create_task(lease_lost(cp.save(CheckpointState(history(2)))))
+        await wait_until(lambda: blocked_by(db, db.info.backend_pid))
+    async with asyncio.timeout(HANG_GUARD):
+        assert await saving == "the run was deleted"
+    assert [row[3] for row in await rows(db, schema, "messages", "r")] == [0]
+
+
+@pytest.mark.asyncio
+async def test_a_save_retried_after_its_commit_went_unheard_writes_the_same_rows_again(
+    store: PostgresStore, db: psycopg.AsyncConnection[Any], schema: str
+) -> None:
+    """The save committed but its client never heard (the connection dropped
+    with the reply): the checkpointer saves the same positions again. The
+    append finds them taken, and the general save overwrites them."""
+    cp = await store.begin(RunStart(run_id="r", kind="k", lease=3600))
+    await cp.save(CheckpointState(history(2)))
+    unheard = store._checkpointer(  # what the checkpointer knew before the save
+        "default", "r", cp.epoch, cp._incarnation, SaveCursor(phases=0, messages=1)
+    )
+    again = CheckpointState((*history(2), Message.user("m2")))
+    assert await unheard.save(again) is False
+    loaded = await store.load("r")
+    assert loaded is not None and loaded.state == again
+    assert [row[3] for row in await rows(db, schema, "messages", "r")] == [0, 1, 2]
+    await unheard.save(CheckpointState((*again.history, Message.user("m3"))))
+    loaded = await store.load("r")
+    assert loaded is not None and len(loaded.state.history) == 4
 
 
 async def while_held(

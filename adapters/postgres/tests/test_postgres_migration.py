@@ -18,6 +18,7 @@ from outlast.adapter import (
     RunStart,
     RunStatus,
     StoreError,
+    codec,
     transitions,
 )
 from outlast_postgres import SCHEMA_VERSION, PostgresStore
@@ -395,4 +396,47 @@ async def test_a_version_4_schema_upgrades_to_hot_saves_and_its_runs_keep_their_
     # Retention still finds the run finished before the upgrade by its time.
     assert await store.purge(3600) == 1
     assert await store.load("done") is None
+    await store.close()
+
+
+@pytest.mark.asyncio
+async def test_a_version_5_schema_upgrades_to_saves_that_lock_and_its_runs_keep_their_times(
+    postgres_url: str, store_url: str, schema: str
+) -> None:
+    """Version 6 gives messages a saved_at: the rows saved before read it as
+    NULL, so a record's time stays what its row says until the next save."""
+    saved_at = datetime.now(UTC) - timedelta(hours=1)
+    async with await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) as conn:
+        assert await migrations.migrate(conn, schema, target=5) == 5
+        await conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (namespace, run_id, kind, input, status, epoch, owner,"
+                " lease_seconds, lease_expires_at, attempts, crashes, incarnation,"
+                " created_at, updated_at, saved_at, format_version)"
+                " VALUES ('default', 'r', 'k', 'null', 'running', 1, 'w', 30, NULL, 1, 0,"
+                " 'i-r', %s, %s, %s, 1)"
+            ).format(sql.Identifier(schema, "runs")),
+            [saved_at - timedelta(hours=1), saved_at - timedelta(hours=1), saved_at],
+        )
+        for seq, text in enumerate(["one", "two"]):
+            await conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (namespace, run_id, segment, seq, body)"
+                    " VALUES ('default', 'r', 0, %s, %s)"
+                ).format(sql.Identifier(schema, "messages")),
+                [seq, codec.encode_message(Message.user(text))],
+            )
+    store = PostgresStore(store_url)
+    before = await store.load("r")  # first use: migrates
+    assert await versions(postgres_url, schema) == EVERY_VERSION
+    assert before is not None
+    assert before.record.updated_at == pytest.approx(saved_at.timestamp(), abs=1e-6)
+    claim = await store.claim("r", owner="w2", lease=30)
+    assert claim is not None
+    history = (*claim.resume.history, Message.user("three"))
+    assert claim.resume.history == (Message.user("one"), Message.user("two"))
+    await claim.checkpointer.save(CheckpointState(history))
+    after = await store.load("r")
+    assert after is not None and after.state.history == history
+    assert after.record.updated_at > claim.record.updated_at
     await store.close()

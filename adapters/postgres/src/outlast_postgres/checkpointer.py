@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg.errors import UniqueViolation
+
 from outlast.adapter import JSON, CheckpointState, LeaseLost, SaveCursor
 from outlast_postgres import records
 from outlast_postgres.database import Database
@@ -17,7 +19,8 @@ class PostgresCheckpointer:
     (``transitions.owned``); every other row the write touches is joined to
     that update in the same statement, so a fenced writer raises LeaseLost
     having written nothing. ``save`` writes only the delta since the last
-    successful save. ``save`` and ``renew`` return the run's
+    successful save; a delta of messages alone locks the row instead of
+    updating it (see :mod:`outlast_postgres.statements`). ``save`` and ``renew`` return the run's
     ``cancel_requested`` as their own statement left it. After ``wait``
     parks the run (``waiting``) every write is refused: it is not running.
     """
@@ -60,20 +63,23 @@ class PostgresCheckpointer:
     async def save(self, state: CheckpointState) -> bool:
         delta = self._cursor.delta(state)
         statements = self._database.statements
-        phases: dict[str, Any] = {}
+        messages = records.encode_messages(delta.messages)
+        params: dict[str, Any] = {"segment": delta.segment, "first_message": delta.first_message}
         if delta.phases:
-            phases = {
-                "first_phase": delta.first_phase,
-                "phases": records.encode_phases(delta.phases),
-            }
-        cancel_requested = await self._fenced(
-            statements.save if delta.phases else statements.save_messages,
-            "saving",
-            segment=delta.segment,
-            first_message=delta.first_message,
-            messages=records.encode_messages(delta.messages),
-            **phases,
-        )
+            cancel_requested = await self._fenced(
+                statements.save,
+                "saving",
+                messages=messages,
+                first_phase=delta.first_phase,
+                phases=records.encode_phases(delta.phases),
+                **params,
+            )
+        elif messages:
+            cancel_requested = await self._append(messages, params)
+        else:  # nothing new: only updated_at moves, which the row's update does
+            cancel_requested = await self._fenced(
+                statements.save_messages, "saving", messages=messages, **params
+            )
         # Only now is the delta durable; a failed save is retried, with more, by the next.
         self._cursor = delta.after
         return cancel_requested
@@ -107,6 +113,32 @@ class PostgresCheckpointer:
             wait=encoded,
             timeout=None if timeout is None else float(timeout),
         )
+
+    async def _append(self, messages: list[str], params: dict[str, Any]) -> bool:
+        """Append ``messages`` locking the run's row (statements._APPEND). When
+        that finds the run not owned or released, or the positions taken (by a
+        save that committed unheard), the general save decides."""
+        statements = self._database.statements
+        appended: dict[str, Any] = {
+            **params,
+            "namespace": self._namespace,
+            "run_id": self._run_id,
+            "epoch": self._epoch,
+            "incarnation": self._incarnation,
+        }
+        if len(messages) == 1:
+            statement, appended["body"] = statements.append_one, messages[0]
+        else:
+            statement, appended["messages"] = statements.append_many, messages
+        async with self._database.connection(f"saving run {self._run_id!r}") as conn:
+            try:
+                cursor = await conn.execute(statement, appended)
+                row = await cursor.fetchone()
+            except UniqueViolation:
+                row = None
+        if row is not None and row[0]:
+            return bool(row[1])
+        return await self._fenced(statements.save_messages, "saving", messages=messages, **params)
 
     async def _fenced(self, statement: bytes, verb: str, **params: Any) -> bool:
         """Run the fenced write ``statement``; the run's ``cancel_requested``

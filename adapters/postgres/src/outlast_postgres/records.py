@@ -13,6 +13,10 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from psycopg import AsyncConnection, AsyncCursor
+from psycopg.rows import TupleRow
+from psycopg.types.string import ByteaBinaryLoader
+
 from outlast.adapter import (
     JSON,
     CheckpointState,
@@ -30,15 +34,21 @@ RUN_COLUMNS = (
     "{r}.run_id, {r}.namespace, {r}.kind, {r}.input, {r}.status, {r}.epoch, {r}.attempts, "
     "{r}.crashes, {r}.owner, {r}.lease_seconds, extract(epoch FROM {r}.lease_expires_at)::float8, "
     "extract(epoch FROM {r}.created_at)::float8, "
-    "extract(epoch FROM greatest({r}.updated_at, {r}.saved_at))::float8, "
+    "extract(epoch FROM greatest({r}.updated_at, {r}.saved_at, "
+    "(SELECT m.saved_at FROM {messages} m WHERE m.namespace = {r}.namespace "
+    "AND m.run_id = {r}.run_id ORDER BY m.segment DESC, m.seq DESC LIMIT 1)))::float8, "
     "{r}.result, {r}.error, {r}.incarnation, {r}.cancel_requested, {r}.wait, {r}.delivery, "
     "{r}.usage, {r}.format_version"
 )
-"""The columns :func:`record_from_row` reads, for a runs table aliased ``{r}``.
+"""The columns :func:`record_from_row` reads, for a runs table aliased ``{r}``
+and the messages table ``{messages}``.
 
-A record's ``updated_at`` is the later of the columns ``updated_at`` (every
-write but a save) and ``saved_at`` (a save; NULL before the first one since
-schema version 5): see ``statements._SAVED``."""
+A record's ``updated_at`` is the latest of the row's ``updated_at`` (every
+write but a save), its ``saved_at`` (a save by the general statement, which
+updates the row; NULL before the first one since schema version 5) and the
+``saved_at`` of the run's last message (a save that appends messages without
+updating the row, since schema version 6; the primary key finds it): see
+``statements._SAVED`` and ``statements._APPEND``. NULLs are passed over."""
 
 RUN_COLUMN_COUNT = 21
 
@@ -116,8 +126,17 @@ def record_from_row(row: Sequence[Any]) -> RunRecord:
     )
 
 
+def bodies_cursor(conn: AsyncConnection[TupleRow]) -> AsyncCursor[TupleRow]:
+    """A cursor reading message bodies in the binary format, as the bytes
+    stored: the JSON decoder reads UTF-8 bytes as they are, so a resume skips
+    making a str of every message first."""
+    cursor = conn.cursor(binary=True)
+    cursor.adapters.register_loader("text", ByteaBinaryLoader)
+    return cursor
+
+
 def state_from_bodies(
-    run_id: str, phases: Sequence[str] | None, messages: Sequence[str] | None
+    run_id: str, phases: Sequence[str] | None, messages: Sequence[str | bytes] | None
 ) -> CheckpointState:
     """The saved progress from the stored phase and current-segment message texts."""
     return CheckpointState(

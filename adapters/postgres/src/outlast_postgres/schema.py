@@ -181,6 +181,15 @@ ALTER TABLE {schema}.runs SET (fillfactor = 80)
 """
 
 
+# Version 6: a save that only appends messages does not update its run's row
+# (statements._APPEND): each message row carries the time it was saved, and a
+# record's updated_at is the latest of the row's and its last message's (a
+# primary-key lookup). NULL on the rows saved before: nothing is rewritten.
+_MESSAGES_SAVED_AT = """
+ALTER TABLE {schema}.messages ADD COLUMN IF NOT EXISTS saved_at timestamptz
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Migration:
     version: int
@@ -213,6 +222,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         5,
         "a save is a HOT update: it sets runs.saved_at (no index covers it); runs fillfactor 80",
         (_SAVED_AT, _RUNS_FILLFACTOR),
+    ),
+    Migration(
+        6,
+        "a save of messages locks its run's row instead of updating it; messages.saved_at",
+        (_MESSAGES_SAVED_AT,),
     ),
 )
 

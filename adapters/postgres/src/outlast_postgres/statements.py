@@ -22,6 +22,17 @@ the row was owned, the run's ``cancel_requested`` after the write and, for
 the LeaseLost message, the run's status, epoch and incarnation as the
 statement saw them.
 
+The exception is the most common write, a save of messages alone by a run
+that holds its lease (``append_one``/``append_many``): it locks the run's row
+``FOR SHARE`` while owned instead of updating it, and inserts the messages
+with their ``saved_at``, so a save writes one row per message and nothing
+else. A lock is enough to fence: a claim, delete, cancel or any other write of
+the row waits for the save's commit (and then sees its messages in its next
+statement), and a save that waited for one of them re-reads the row as
+committed and finds it no longer owned. When the append finds the row not
+owned, or without a lease, the checkpointer runs the general save, which
+moves ``updated_at`` where the work list needs it and says why it refused.
+
 The writes that make a run claimable (a send too) or finished also notify
 the schema's channel (:mod:`outlast_postgres.notifications`) with the run's
 namespace, from the same statement: ``pg_notify`` joined to the row the
@@ -42,12 +53,11 @@ def _compose(text: str, schema: str) -> bytes:
     # Rendered without a connection: the identifiers and the channel's name
     # are ASCII (config._schema), so no connection's encoding can change them.
     return (
-        sql.SQL(text)
+        sql.SQL(text.replace("{cols}", RUN_COLUMNS.format(r="r", messages="{messages}")))
         .format(
             runs=sql.Identifier(schema, "runs"),
             messages=sql.Identifier(schema, "messages"),
             phases=sql.Identifier(schema, "phases"),
-            cols=sql.SQL(RUN_COLUMNS.format(r="r")),
             channel=sql.Literal(channel_for(schema)),
         )
         .as_bytes(None)
@@ -152,11 +162,43 @@ new_phases AS (
 
 _APPEND_MESSAGES = """,
 new_messages AS (
-    INSERT INTO {messages} (namespace, run_id, segment, seq, body)
-    SELECT f.namespace, f.run_id, %(segment)s::int, %(first_message)s::int + m.n::int - 1, m.body
+    INSERT INTO {messages} (namespace, run_id, segment, seq, body, saved_at)
+    SELECT f.namespace, f.run_id, %(segment)s::int, %(first_message)s::int + m.n::int - 1, m.body,
+           now()
     FROM fenced f, unnest(%(messages)b::text[]) WITH ORDINALITY AS m(body, n)
-    ON CONFLICT (namespace, run_id, segment, seq) DO UPDATE SET body = EXCLUDED.body
+    ON CONFLICT (namespace, run_id, segment, seq)
+    DO UPDATE SET body = EXCLUDED.body, saved_at = EXCLUDED.saved_at
 )"""
+
+# transitions.save of messages alone by a run that holds its lease: the
+# row is locked while owned (see the module docstring), not updated; the
+# record's updated_at moves through the messages' saved_at (records.RUN_COLUMNS).
+# The lease condition leaves a released run to the general save, which moves
+# the row's updated_at. A plain insert, not an upsert (a tenth cheaper here):
+# the positions are new unless a save committed without its client hearing
+# of it; that save's retry fails on the primary key, and the checkpointer
+# runs the general save, whose upsert overwrites them with the same messages.
+# Returns whether the row was owned and its cancel_requested.
+# ``{messages_from}``: the one message, or the array's rows, and their source.
+_APPEND = f"""
+WITH fenced AS (
+    SELECT namespace, run_id, cancel_requested FROM {{runs}}
+    WHERE {_OWNED} AND lease_expires_at IS NOT NULL
+    FOR SHARE
+),
+new_messages AS (
+    INSERT INTO {{messages}} (namespace, run_id, segment, seq, body, saved_at)
+    SELECT f.namespace, f.run_id, %(segment)s::int, {{messages_from}}
+)
+SELECT count(*), bool_or(cancel_requested) FROM fenced
+"""
+
+# One message as a text parameter: no array for the client to build and the
+# server to take apart (most saves append one message: a reply, or a result).
+_ONE_MESSAGE = "%(first_message)s::int, %(body)s::text, now()\n    FROM fenced f"
+
+_MANY_MESSAGES = """%(first_message)s::int + m.n::int - 1, m.body, now()
+    FROM fenced f, unnest(%(messages)b::text[]) WITH ORDINALITY AS m(body, n)"""
 
 _CLEAR_PROGRESS = """,
 cleared_messages AS (
@@ -425,6 +467,8 @@ class Statements:
     submit: bytes
     save: bytes
     save_messages: bytes
+    append_one: bytes
+    append_many: bytes
     complete: bytes
     fail: bytes
     release: bytes
@@ -467,6 +511,8 @@ class Statements:
             submit=c(_SUBMIT),
             save=c(_fenced(_SAVED, _APPEND_PHASES + _APPEND_MESSAGES)),
             save_messages=c(_fenced(_SAVED, _APPEND_MESSAGES)),
+            append_one=c(_APPEND.replace("{messages_from}", _ONE_MESSAGE)),
+            append_many=c(_APPEND.replace("{messages_from}", _MANY_MESSAGES)),
             complete=c(
                 _fenced(
                     "status = 'completed', result = %(result)s, usage = %(usage)s, "

@@ -236,7 +236,7 @@ class PostgresStore:
             await conn.execute("BEGIN")
             claimed = await conn.execute(statements.claim, params)
             phases = await conn.cursor(binary=True).execute(statements.claimed_one, params)
-            messages = await conn.cursor(binary=True).execute(
+            messages = await records.bodies_cursor(conn).execute(
                 statements.claimed_one_messages, params
             )
             progress = await phases.fetchone()
@@ -300,7 +300,9 @@ class PostgresStore:
             async with conn.pipeline():
                 await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 run = await conn.cursor(binary=True).execute(statements.load, params)
-                messages = await conn.cursor(binary=True).execute(statements.load_messages, params)
+                messages = await records.bodies_cursor(conn).execute(
+                    statements.load_messages, params
+                )
                 await conn.execute("COMMIT")
             row = await run.fetchone()
             texts = [text for (text,) in await messages.fetchall()]
@@ -385,9 +387,11 @@ class PostgresStore:
             await conn.execute("BEGIN")
             claimed = await conn.execute(statements.claim_next, params)
             phases = await conn.cursor(binary=True).execute(statements.claimed, params)
-            messages = await conn.cursor(binary=True).execute(statements.claimed_messages, params)
+            messages = await records.bodies_cursor(conn).execute(
+                statements.claimed_messages, params
+            )
             progress = {run_id: bodies for run_id, bodies in await phases.fetchall()}
-            texts: Sequence[str] = [text for (text,) in await messages.fetchall()]
+            texts: Sequence[bytes] = [text for (text,) in await messages.fetchall()]
             row = await claimed.fetchone()
             claim: Claim | None = None
             damaged: Damaged = []
@@ -415,10 +419,10 @@ class PostgresStore:
 
     async def _claimed_messages(
         self, conn: AsyncConnection[TupleRow], params: dict[str, Any], run_id: str
-    ) -> Sequence[str]:
+    ) -> Sequence[bytes]:
         """The messages of ``run_id``, which this transaction claimed."""
         statement = self.database.statements.claimed_one_messages
-        cursor = await conn.cursor(binary=True).execute(statement, {**params, "run_id": run_id})
+        cursor = await records.bodies_cursor(conn).execute(statement, {**params, "run_id": run_id})
         return [text for (text,) in await cursor.fetchall()]
 
     async def _set_aside(
