@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from outlast import codec_fast
 from outlast.errors import CorruptCheckpoint, UnknownFormat
 from outlast.messages import JSON, Message, PhaseOutput
 
@@ -70,6 +71,11 @@ def encode_message(message: Message) -> str:
 
 
 def decode_message(text: str | bytes, run_id: str) -> Message:
+    # With msgspec, straight into typed fields (outlast.codec_fast); what that
+    # path does not take, the standard one decides.
+    fast = codec_fast.decode_message(text, FORMAT_VERSION)
+    if fast is not None:
+        return fast
     return _decode(text, run_id, Message.from_json, "message")
 
 
