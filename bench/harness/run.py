@@ -278,11 +278,15 @@ class Bench:
     # -- 2. the executor without a store ----------------------------------------------------
 
     async def executor(self, rep: int) -> None:
-        from bench.executor_step import one_run
+        from bench.executor_step import one_run, without_observers
 
         steps = self.settings.executor_steps
         say(f"rep {rep + 1}: executor without a store, {steps} agent steps")
-        for index, micros in enumerate(await one_run(steps)):
+        # outlast's own work: an installed observer plugin (OpenTelemetry's,
+        # in a developer's venv) would add its own per event.
+        with without_observers():
+            micros_per_step = await one_run(steps)
+        for index, micros in enumerate(micros_per_step):
             # interval ``index``: from model call index+1 to index+2, the transcript
             # holding the user's message and index+1 steps of two messages
             self.results.executor.add(rep, 2 * (index + 1) + 1, micros / 1e6)

@@ -529,3 +529,52 @@ async def test_a_plan_sums_usage_over_its_phases(store: CheckpointerFactory) -> 
 
 async def test_a_tool_error_still_reaches_the_model() -> None:
     assert ToolError("x").args == ("x",)
+
+
+# -- a step's cost ----------------------------------------------------------------------
+
+
+class Watched(Message):
+    """A message that counts every read of its fields (in ``reads``)."""
+
+    __slots__ = ()
+    reads = 0
+
+    def __getattribute__(self, name: str) -> object:
+        Watched.reads += 1
+        return super().__getattribute__(name)
+
+
+async def test_a_step_looks_at_no_message_of_the_earlier_steps(
+    store: CheckpointerFactory,
+) -> None:
+    """The per-step work does not depend on the transcript's length: once the
+    first step has seen the opening, no later step reads any of it again."""
+    steps = 20
+    opening = [Watched("user", f"note {n}") for n in range(500)]
+    read_at_step_two: list[int] = []
+
+    class Looping:
+        calls = 0
+
+        async def complete(
+            self, messages: Sequence[Message], tools: Sequence[JSONObject]
+        ) -> Message:
+            self.calls += 1
+            if self.calls == 2:
+                read_at_step_two.append(Watched.reads)
+            if self.calls > steps:
+                return Message.assistant("done")
+            return Message.assistant(None, (ToolCall(f"c{self.calls}", "echo", {}),))
+
+    agent = Agent(
+        Looping(),
+        [Tool("echo", "", lambda arguments: "ok")],
+        prompt=lambda _input: opening,
+        max_steps=steps + 1,
+    )
+    executor = Executor(store)
+    executor.register("watched", agent)
+    result = await executor.run("watched", None)
+    assert len(result.transcript) == len(opening) + 2 * steps + 1
+    assert read_at_step_two and Watched.reads == read_at_step_two[0]

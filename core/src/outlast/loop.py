@@ -63,21 +63,18 @@ async def run_loop(
         tally.add(note)
     conversation = Conversation(transcript)
 
-    async def finish_calls(position: int, scope: RunScope) -> None:
-        await StepCalls(
-            tools=by_name,
-            transcript=transcript,
-            position=position,
-            segment=segment,
-            scope=scope,
-            save=checkpoint,
-            concurrency=tool_concurrency,
-        ).run()
-        await _judge(critic, transcript)
-
+    calls = StepCalls(
+        tools=by_name,
+        transcript=transcript,
+        segment=segment,
+        save=checkpoint,
+        concurrency=tool_concurrency,
+    )
     unfinished = unfinished_step(transcript)
     if unfinished is not None:  # a step a crash or a wait cut short: its input is for it
-        await finish_calls(unfinished, scope)
+        await calls.run(unfinished, scope)
+        if critic is not None:
+            await _judge(critic, transcript)
     scope = replace(scope, wait=None, delivery=None)
     while True:
         if _finished(transcript):
@@ -90,8 +87,8 @@ async def run_loop(
         tally.add(reply)
         await checkpoint(transcript)  # durable before any tool runs: never asked again
         if reply.tool_calls:
-            await finish_calls(len(transcript) - 1, scope)
-        else:
+            await calls.run(len(transcript) - 1, scope)
+        if critic is not None:
             await _judge(critic, transcript)
 
 
@@ -113,19 +110,18 @@ class Conversation:
     def shown(self) -> Sequence[Message]:
         """The conversation so far, as a view that later steps do not change."""
         transcript = self._transcript
-        for index in range(self._seen, len(transcript)):
-            if transcript[index].role != MARKER:
-                self._shown.append(transcript[index])
+        for message in transcript[self._seen :]:  # the messages added since the last step
+            if message.role != MARKER:
+                self._shown.append(message)
         self._seen = len(transcript)
         return Prefix(self._shown)
 
 
-async def _judge(critic: Critic | None, transcript: Sequence[Message]) -> None:
-    if critic is not None:
-        verdict = critic(transcript)
-        reason = await verdict if inspect.isawaitable(verdict) else verdict
-        if reason:
-            raise CriticKilled(f"the critic stopped the run: {reason}")
+async def _judge(critic: Critic, transcript: Sequence[Message]) -> None:
+    verdict = critic(transcript)
+    reason = await verdict if inspect.isawaitable(verdict) else verdict
+    if reason:
+        raise CriticKilled(f"the critic stopped the run: {reason}")
 
 
 async def _ask(

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from outlast.errors import LeaseLost
 from outlast.events import Event, EventKind
-from outlast.plugins import emit
+from outlast.plugins import emit, listening
 
 T = TypeVar("T")
 
@@ -22,24 +22,34 @@ async def observed(
     *,
     attempt: int = 0,
 ) -> T:
-    """Await ``operation`` and emit one event with its duration (and error).
+    """Await ``operation`` and emit one event with its duration (and error),
+    when someone listens (else no event is made).
 
     A LeaseLost is reported as ``lease_lost``, whatever the operation was.
     """
     started = time.monotonic()
-
-    def event(kind: EventKind, error: str | None = None) -> Event:
-        return Event(
-            kind, run_id, namespace, epoch, time.monotonic() - started, error, attempt=attempt
-        )
-
     try:
         result = await operation
     except LeaseLost as exc:
-        emit(event(EventKind.LEASE_LOST, str(exc)))
+        _report(EventKind.LEASE_LOST, run_id, namespace, epoch, started, str(exc), attempt)
         raise
     except Exception as exc:
-        emit(event(kind, str(exc)))
+        _report(kind, run_id, namespace, epoch, started, str(exc), attempt)
         raise
-    emit(event(kind))
+    _report(kind, run_id, namespace, epoch, started, None, attempt)
     return result
+
+
+def _report(
+    kind: EventKind,
+    run_id: str,
+    namespace: str,
+    epoch: int,
+    started: float,
+    error: str | None,
+    attempt: int,
+) -> None:
+    if listening():
+        duration = time.monotonic() - started
+        ended = time.time()  # the event's ``at``
+        emit(Event(kind, run_id, namespace, epoch, duration, error, ended, attempt))

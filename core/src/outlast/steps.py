@@ -2,12 +2,13 @@
 runs, and each result is durable as it completes.
 
 The loop (:mod:`outlast.loop`) saves the model's reply first; then
-:func:`run_calls` runs the calls that have no result yet, at most
+:meth:`StepCalls.run` runs the calls that have no result yet, at most
 ``concurrency`` at once, appending and saving each result as it comes (a
 save in flight carries every result appended before it: several finishing
-together share one round trip). On resume the same function finishes a step
+together share one round trip). On resume the same method finishes a step
 a crash cut short: only the calls without a result run, and the model is
-not asked again.
+not asked again. A reply with one call to run (the common case) runs it
+without a task, a semaphore or a lock.
 
 Before a tool starts, the worker checks that it still owns the run
 (``RunScope.ensure_owned``: its last renewal's lease is live, else it renews
@@ -26,7 +27,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from outlast import codec, waiting
+from outlast import codec, usage, waiting
 from outlast.events import Event, EventKind
 from outlast.messages import JSON, MARKER, JSONObject, Message, ToolCall
 from outlast.plugins import emit, listening
@@ -41,19 +42,6 @@ UNKNOWN_OUTCOME = (
     "was in flight, and the tool must not run twice (retry=False); check its effect "
     "before calling it again"
 )
-
-
-class _NoLimit:
-    """An async context manager that does nothing (one call: nothing to bound)."""
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_LIMIT = _NoLimit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +72,9 @@ class RunScope:
         detail: Mapping[str, JSON],
         error: str | None = None,
     ) -> None:
-        """Report one operation of this run to observers (if any listen)."""
-        if not listening():
-            return
+        """Report one operation of this run to observers. Called once
+        :func:`~outlast.plugins.listening` said someone listens (the caller
+        builds ``detail`` only then)."""
         emit(
             Event(
                 kind,
@@ -95,8 +83,9 @@ class RunScope:
                 self.epoch,
                 duration,
                 error,
-                attempt=self.attempt,
-                detail=detail,
+                time.time(),  # at: when it ended
+                self.attempt,
+                detail,
             )
         )
 
@@ -120,13 +109,14 @@ class Tally:
         return tally
 
     def add(self, message: Message) -> None:
-        if message.role == "assistant":
+        role = message.role
+        if role == "assistant":
             self.steps += 1
-            self.call_ids.update(call.id for call in message.tool_calls)
+            for call in message.tool_calls:
+                self.call_ids.add(call.id)
             if message.usage:
-                for name, count in message.usage.items():
-                    self.usage[name] = self.usage.get(name, 0) + count
-        elif message.role == MARKER:
+                usage.add(self.usage, message.usage)
+        elif role == MARKER:
             self.notes += 1
 
 
@@ -134,6 +124,9 @@ def with_call_ids(reply: Message, used: set[str], segment: int, position: int) -
     """``reply`` with every tool call id unique within the run: a missing or
     repeated id becomes ``call_<segment>_<position>_<index>`` (deterministic:
     the same on every worker)."""
+    given = {call.id for call in reply.tool_calls}
+    if len(given) == len(reply.tool_calls) and all(given) and used.isdisjoint(given):
+        return reply  # the common case: every id is there and new
     seen: set[str] = set()
     calls = []
     changed = False
@@ -166,41 +159,53 @@ def unfinished_step(transcript: Sequence[Message]) -> int | None:
 
 
 class StepCalls:
-    """Runs the calls of the reply at ``position`` that have no result yet."""
+    """Runs the tool calls of one loop's steps: :meth:`run` runs the calls of
+    a reply that have no result yet. Made once per loop (a step then costs no
+    setup); the fields :meth:`run` sets are the current step's."""
+
+    position: int  # the current step's reply
+    scope: RunScope
+    _slots: asyncio.Semaphore | None  # made only when calls run at once:
+    _saving: asyncio.Lock | None  # one call needs no semaphore, no lock
+    _durable: int  # how much of the transcript the last save carried
+    _started: set[str | None]  # retry=False calls whose start was saved
+    _parked: list[tuple[int, waiting.Parked]]
 
     def __init__(
         self,
         *,
         tools: dict[str, Tool],
         transcript: list[Message],
-        position: int,
         segment: int,
-        scope: RunScope,
         save: Save,
         concurrency: int,
     ) -> None:
         self.tools = tools
         self.transcript = transcript
-        self.position = position
         self.segment = segment
-        self.scope = scope
         self._save = save
         self._concurrency = concurrency
-        self._slots: asyncio.Semaphore | None = None  # made when calls run at once
-        self._saving: asyncio.Lock | None = None
-        self._durable = len(transcript)
-        self.parked: list[tuple[int, waiting.Parked]] = []
-        after = transcript[position + 1 :]
-        self._done = {m.tool_call_id for m in after if m.role == "tool"}
-        self._started = {m.tool_call_id for m in after if _started_note(m)}
 
-    async def run(self) -> None:
-        """Run the missing calls; raise Parked when one of them asked to wait."""
-        reply = self.transcript[self.position]
+    async def run(self, position: int, scope: RunScope) -> None:
+        """Run the calls of the reply at ``position`` that have no result yet;
+        raise Parked when one of them asked to wait."""
+        transcript = self.transcript
+        self.position = position
+        self.scope = scope
+        self._slots = self._saving = None
+        self._durable = len(transcript)
+        self._started = set()
+        self._parked = []
+        done: set[str | None] = set()  # calls with a result already
+        for message in transcript[position + 1 :]:  # nothing, unless a step is resumed
+            if message.role == "tool":
+                done.add(message.tool_call_id)
+            elif _started_note(message):
+                self._started.add(message.tool_call_id)
         missing = [
             (index, call)
-            for index, call in enumerate(reply.tool_calls)
-            if call.id not in self._done
+            for index, call in enumerate(transcript[position].tool_calls)
+            if call.id not in done
         ]
         if len(missing) == 1:  # the common case: no task, no lock, no semaphore
             await self._one(*missing[0])
@@ -213,8 +218,8 @@ class StepCalls:
                         group.create_task(self._one(index, call))
             except BaseExceptionGroup as grouped:  # one tool's error ends the run: that error
                 raise _first(grouped) from None
-        if self.parked:
-            raise min(self.parked, key=lambda parked: parked[0])[1]
+        if self._parked:
+            raise min(self._parked, key=lambda parked: parked[0])[1]
 
     def _context(self, index: int, call: ToolCall) -> ToolContext:
         return ToolContext(
@@ -229,26 +234,32 @@ class StepCalls:
         )
 
     async def _one(self, index: int, call: ToolCall) -> None:
-        answered = waiting.answer(call, self.scope.wait, self.scope.delivery)
-        if answered is not None:
-            await self._record(call, _text(answered[0]))
-            return
+        scope = self.scope
+        if scope.wait is not None:  # a resumed run that waited: for this call?
+            answered = waiting.answer(call, scope.wait, scope.delivery)
+            if answered is not None:
+                await self._append(Message.tool(call.id, call.name, _text(answered[0])))
+                return
         tool = self.tools.get(call.name)
         if tool is None:
             known = ", ".join(sorted(self.tools)) or "none"
-            self._report(call, 0.0, "no_such_tool")
-            await self._record(call, f"error: no tool named {call.name!r} (tools: {known})")
+            self._report(call, None, "no_such_tool")
+            error = f"error: no tool named {call.name!r} (tools: {known})"
+            await self._append(Message.tool(call.id, call.name, error))
             return
         if not tool.retry and call.id in self._started:
             started = time.monotonic()
             content = await _reconciled(tool, call, self._context(index, call))
             outcome = "reconciled" if tool.reconcile is not None else "unknown"
-            self._report(call, time.monotonic() - started, outcome)
-            await self._record(call, content)
+            self._report(call, started, outcome)
+            await self._append(Message.tool(call.id, call.name, content))
             return
-        async with self._slots or _NO_LIMIT:
-            if self.scope.ensure_owned is not None:
-                await self.scope.ensure_owned()
+        slots = self._slots  # what ``async with slots`` does, without a no-op for None
+        if slots is not None:
+            await slots.acquire()
+        try:
+            if scope.ensure_owned is not None:
+                await scope.ensure_owned()
             if not tool.retry:  # durable before the call: after a crash, it may have run
                 await self._append(Message.started(call.id, call.name), now=True)
             started = time.monotonic()
@@ -258,40 +269,52 @@ class StepCalls:
             except ToolError as exc:
                 content, outcome = f"error: {exc}", "tool_error"
             except waiting.AwaitInput as asked:
-                self._report(call, time.monotonic() - started, "waiting")
-                self.parked.append((index, waiting.request_of(call, asked)))
+                self._report(call, started, "waiting")
+                self._parked.append((index, waiting.request_of(call, asked)))
                 return
             except BaseException as exc:
-                self._report(call, time.monotonic() - started, "error", exc)
+                self._report(call, started, "error", exc)
                 raise
             else:
                 content, outcome = _text(result), "ok"
-            self._report(call, time.monotonic() - started, outcome)
-        await self._record(call, content)
+            self._report(call, started, outcome)
+        finally:
+            if slots is not None:
+                slots.release()
+        await self._append(Message.tool(call.id, call.name, content))
 
     def _report(
-        self, call: ToolCall, duration: float, outcome: str, error: BaseException | None = None
+        self,
+        call: ToolCall,
+        started: float | None,
+        outcome: str,
+        error: BaseException | None = None,
     ) -> None:
+        """Report the call (``started``: its ``time.monotonic()``, None if it never ran)."""
         if not listening():
             return
+        duration = 0.0 if started is None else time.monotonic() - started
         detail: dict[str, JSON] = {"tool": call.name, "call_id": call.id, "outcome": outcome}
         text = None if error is None else f"{type(error).__name__}: {error}"
         self.scope.event(EventKind.TOOL_CALL, duration, detail, text)
-
-    async def _record(self, call: ToolCall, content: str) -> None:
-        await self._append(Message.tool(call.id, call.name, content))
 
     async def _append(self, message: Message, *, now: bool = False) -> None:
         """Append ``message`` and make it durable; a save already in flight
         is waited for, and one save then carries everything appended since.
         ``now``: written at once even through a throttle."""
-        self.transcript.append(message)
-        async with self._saving or _NO_LIMIT:
-            if not now and self._durable >= len(self.transcript):
-                return  # an earlier save carried it
-            size = len(self.transcript)
-            await self._save(self.transcript, now=now)  # now: even if carried (throttled)
-            self._durable = size
+        transcript = self.transcript
+        transcript.append(message)
+        saving = self._saving  # what ``async with saving`` does, without a no-op for None
+        if saving is not None:
+            await saving.acquire()
+        try:
+            if now or self._durable < len(transcript):  # else an earlier save carried it
+                size = len(transcript)
+                await self._save(transcript, now=now)  # now: even if carried (throttled)
+                self._durable = size
+        finally:
+            if saving is not None:
+                saving.release()
 
 
 async def _reconciled(tool: Tool, call: ToolCall, context: ToolContext) -> str:

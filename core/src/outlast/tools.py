@@ -20,7 +20,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from outlast.messages import JSON, JSONObject
 
@@ -106,12 +106,19 @@ class Tool:
             result = self.handler(arguments, context)
         else:
             result = self.handler(arguments)
+        if type(result) in _PLAIN:  # a JSON value: nothing to await
+            return cast(JSON, result)
         return await _resolved(result)
 
     async def reconciled(self, arguments: JSONObject, context: ToolContext) -> JSON:
         """The ``reconcile`` hook's answer for an in-flight call (it must be set)."""
         assert self.reconcile is not None
         return await _resolved(self.reconcile(arguments, context))
+
+
+_PLAIN = frozenset({str, dict, list, int, float, bool, type(None)})
+"""The types of a JSON result: never awaitable (checked first, as inspect's
+check of an ABC costs more than the rest of a call)."""
 
 
 async def _resolved(result: JSON | Awaitable[JSON]) -> JSON:
