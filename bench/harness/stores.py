@@ -12,9 +12,12 @@ them round-robin, so a slow moment of the machine hits all of them alike):
   messages table) in autocommit on one psycopg AsyncConnection; Redis an
   RPUSH on a redis-py asyncio client; SQLite ``BEGIN IMMEDIATE; INSERT;
   COMMIT`` on a file with outlast's settings (WAL, synchronous=NORMAL,
-  8 KiB pages, the same checkpointing of the -wal file), run on one worker
-  thread as outlast's SQLite store does (an asyncio program cannot call
-  SQLite on its loop).
+  8 KiB pages, SQLite's own checkpoint at the bound outlast keeps as its
+  backstop), run on one worker thread as outlast's SQLite store does (an
+  asyncio program cannot call SQLite on its loop). outlast's store also
+  checkpoints the -wal file down to a much smaller bound while its caller
+  pauses (here: while the other targets take their turn), never inside a
+  save; the floor does not, so its bytes include a larger -wal.
 
 Each repetition uses fresh places (a SQLite file, a PostgreSQL schema or
 table, a Redis prefix or key), so *bytes stored* is what that one run added:
@@ -39,7 +42,7 @@ import outlast
 from outlast import Message
 from outlast.adapter import Checkpointer, CheckpointState, RunStart
 
-try:  # the same bound on the -wal file as outlast's store, whatever it is now
+try:  # outlast's backstop bound on the -wal file, whatever it is now
     from outlast.stores.sqlite_schema import WAL_CHECKPOINT_BYTES, WAL_SIZE_LIMIT
 except ImportError:  # an outlast without one: SQLite's defaults (1,000 pages, no limit)
     WAL_CHECKPOINT_BYTES, WAL_SIZE_LIMIT = 1000 * 8192, -1
@@ -217,7 +220,7 @@ class SqliteFloor(Saver):
         conn.execute("PRAGMA page_size = 8192")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        # outlast's bound on the -wal file: a checkpoint once it holds this much
+        # outlast's backstop bound on the -wal file: SQLite checkpoints at this much
         conn.execute(f"PRAGMA wal_autocheckpoint = {max(1, WAL_CHECKPOINT_BYTES // 8192):d}")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT:d}")
         conn.execute(

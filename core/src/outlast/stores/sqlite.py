@@ -61,39 +61,41 @@ Layout
     one ``phases`` row per completed phase (see
     :mod:`outlast.stores.sqlite_schema`). A save inserts only the new rows.
     A new file has 8 KiB pages (a file that exists keeps its own). The
-    ``-wal`` file is checkpointed (PASSIVE: no other writer waits for it) by
-    the commit that leaves more than 1 MiB in it, and truncated when the log
-    starts over, so it stays under ~1 MiB plus one transaction (a reader
-    holding an older snapshot, which outlast never does for long, delays
-    that); closing the last connection to the file checkpoints and removes it.
+    ``-wal`` file is kept small: once a write leaves more than 64 KiB in it
+    (1/32 of a file larger than 2 MiB), the store checkpoints it (PASSIVE:
+    no other writer waits for it) and starts the log over, truncating its
+    file, on its worker thread: after that write has returned, and only once
+    its caller pauses (an agent does, for every model and tool call), so a
+    save waits for it only if it comes sooner after the one before than a
+    checkpoint takes (three fsyncs: ~1-2 ms on the disk measured). Calls
+    issued back to back leave the log to SQLite's own auto-checkpoint, inside
+    the commit that passes 1 MiB, until the next pause. A reader holding an
+    older snapshot, which outlast never does for long, delays both; closing
+    the last connection to the file checkpoints and removes it. A checkpoint
+    syncs the log too: an OS crash or power cut can roll back only the
+    commits made since the last one.
 
 Performance
     Measured with ``bench/sqlite_wal_claim.py`` (2 cores, Python 3.11, SQLite
-    3.40, a machine shared with other benchmarks: load average 4-12), this
-    version against the one before, interleaved, three runs each:
+    3.40, a machine shared with other benchmarks), this version against the
+    one before, interleaved, two runs each:
 
-    - Bytes, 1,000 saves of one ~1 KiB message (1.09 MB of message JSON):
-      file + WAL after the last save 1.77x (before: 4.84x, a 4.1 MB WAL),
-      2.11x at the largest during the run (before 4.84x), 1.16x once closed
-      (before 1.31x: 4 KiB pages held three such rows, 8 KiB ones hold
-      seven). A 10,000-message run (10.9 MB): 1.11x with its WAL (before
-      1.56x). So the 1.2x target is met once the WAL is checkpointed (from
-      ~1,000 messages on: each table and index takes a page of its own), and
-      with the WAL at its largest from ~11,000 messages on (1.21x at 10,000);
-      at 1,000 messages the WAL's bound alone is ~0.9x of the data.
-    - Save: median 0.09-0.10 ms (before 0.07-0.08 ms); one save in ~40 pays
-      for the checkpoint, ~5-8 ms of fsync on this disk: p99 1.9-8 ms (before
-      0.3-3 ms) and, saving back to back, ~0.2 ms more per save on average.
-    - Resume, claim + load of a 10,000-message run: median 39-62 ms (before
-      41-57 ms; min ~38 ms in both), of which ~10 ms reading the rows and
-      ~25-30 ms decoding them. The claim's write transaction now holds the
-      lock for 0.06 ms (p99 0.3 ms) instead of the whole load (median
-      39-54 ms, p99 60-95 ms).
-    - Another process saving back to back while 30 such claims run: before,
-      9-13 of its saves got through, waiting up to 0.8-1.35 s (its busy
-      handler kept missing the gaps between claims); now 7,000-9,400 do,
-      median 0.09-0.11 ms, max 15-36 ms, as when it saves alone (its own
-      checkpoints, and two cores shared with the decoding).
+    - Bytes, 1,000 saves of one ~1 KiB message (1.09 MB of message JSON), a
+      2 ms pause after each: file + WAL after the last save 1.21x (before
+      1.77x), 1.14x leaving out the empty file's schema (before 1.70x), at
+      most 1.25x over the last 100 saves (before 2.11x); 1.16x once closed,
+      as before. Saves back to back: 1.77x, as before. A 10,000-message run:
+      1.11x, as before. Checkpoints cost three fsyncs each (the log, the
+      file, the new log's header): ~1,090 per 1,000 paused saves, ~83 before.
+    - Save, paused: median 0.37-0.42 ms (before 0.31-0.34 ms: within this
+      machine's noise, perhaps slightly slower), p99 1.0-1.2 ms (before
+      2.8 ms: no save runs a checkpoint any more). Back to back: as before.
+    - Resume, claim + load of a 10,000-message run: median 55-61 ms, as
+      before (55-63 ms): ~10-16 ms of CPU reading the rows, the rest decoding
+      them. The claim's write transaction holds the lock for ~0.1 ms (p99
+      0.4 ms), as before.
+    - Another process saving back to back while 15 such claims run: median
+      0.2-0.3 ms, p99 2.5-3 ms, as before.
 """
 
 from __future__ import annotations

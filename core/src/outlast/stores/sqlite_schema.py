@@ -97,12 +97,24 @@ _SCHEMA = (
 
 PAGE_SIZE = 8192
 """The page size of a new file (one that exists keeps its own). A page holds
-whole rows: ~1 KiB messages fill 8 KiB pages to ~95%, 4 KiB ones (SQLite's
+whole rows: ~1 KiB messages fill 8 KiB pages to ~90-95%, 4 KiB ones (SQLite's
 default) to ~80%."""
 
+WAL_BOUND_BYTES = 64 * 1024
+"""The ``-wal`` file's bound in a small file (see :func:`wal_over_bound`):
+eight 8 KiB pages, a twentieth of a 1,000-message transcript."""
+
+WAL_BOUND_SHARE = 32
+"""In a file larger than ``WAL_BOUND_SHARE * WAL_BOUND_BYTES`` (2 MiB) the
+``-wal`` file's bound is this fraction of it (1/32: 3%)."""
+
 WAL_CHECKPOINT_BYTES = 1024 * 1024
-"""A commit leaving more than this in the ``-wal`` file checkpoints it (see
-:func:`_bound_wal`)."""
+"""SQLite's own auto-checkpoint threshold (``PRAGMA wal_autocheckpoint``), a
+backstop behind the store's bound: a commit leaving more than this in the
+``-wal`` file checkpoints it inside the commit (see :func:`_bound_wal`). It
+governs in files past 32 MiB, while calls come back to back (the store
+checkpoints at a pause), and when the store's checkpoints cannot copy the log
+(a reader holding it)."""
 
 WAL_SIZE_LIMIT = 0
 """The size the ``-wal`` file is truncated to when the log starts again after
@@ -176,22 +188,91 @@ def connect(
 
 
 def _bound_wal(conn: sqlite3.Connection) -> None:
-    """Keep the ``-wal`` file near :data:`WAL_CHECKPOINT_BYTES`.
+    """Let the ``-wal`` file shrink after a checkpoint; set SQLite's backstop.
 
-    A commit that leaves more than that in the log checkpoints it, PASSIVE
-    (SQLite's auto-checkpoint, run by the committing connection after its
-    commit: it takes no lock another writer waits for, and copies only what no
-    reader still needs); the first commit after a complete checkpoint starts
-    the log again from its beginning and truncates the file to
-    :data:`WAL_SIZE_LIMIT`. Without the limit the file never shrinks from its
-    largest size; without a smaller threshold SQLite lets it reach 1,000 pages.
-    A reader that keeps one snapshot open for long (not outlast: its reads are
-    single short transactions) holds the log back until it ends.
+    The store checkpoints the log itself after a write that leaves it past
+    its bound (:func:`wal_over_bound`, :func:`checkpoint`); SQLite's own
+    auto-checkpoint, the same PASSIVE copy run inside the commit that crosses
+    its threshold, is set to :data:`WAL_CHECKPOINT_BYTES` (SQLite's default is
+    1,000 pages). The first write after a complete checkpoint starts the log
+    again from its beginning and truncates the file to :data:`WAL_SIZE_LIMIT`:
+    without that limit the file never shrinks from its largest size. A reader
+    that keeps one snapshot open for long (not outlast: its reads are single
+    short transactions) holds the log back until it ends.
     """
     page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
     # PRAGMA takes no parameters; both values are computed ints.
     conn.execute(f"PRAGMA wal_autocheckpoint = {max(1, WAL_CHECKPOINT_BYTES // page_size):d}")
     conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT:d}")
+
+
+def wal_path(path: Path) -> Path:
+    """The ``-wal`` file of the database at ``path``."""
+    return path.with_name(path.name + "-wal")
+
+
+def wal_size(path: Path) -> int:
+    """The size of the database's ``-wal`` file; 0 when there is none."""
+    return _size(wal_path(path))
+
+
+def wal_over_bound(path: Path) -> bool:
+    """Whether the ``-wal`` file holds more than its bound: the larger of
+    :data:`WAL_BOUND_BYTES` and 1/:data:`WAL_BOUND_SHARE` of the database file.
+
+    The bytes a run takes are its rows plus the log: a save writes three
+    8 KiB pages to it (its row's, its index entry's, the run's row's), so
+    SQLite's default of 1,000 pages, or even 1 MiB, is as much again as a
+    1,000-message transcript. At 64 KiB a file with its log stays within
+    ~1.2x of such a transcript's JSON, at the cost of a checkpoint every ~3
+    saves: three fsyncs, after the save, once its caller pauses (see
+    :func:`checkpoint` and ``SqliteFile``). A bound that grows with the file
+    keeps the log as small a share of a large file while checkpointing it as
+    rarely as that allows.
+
+    Two stats (~2 µs each), after a write only. The ``-wal`` file's size is
+    what the log holds: the file is truncated whenever the log starts over.
+    """
+    size = wal_size(path)
+    return size > WAL_BOUND_BYTES and size > _size(path) // WAL_BOUND_SHARE
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def checkpoint(conn: sqlite3.Connection) -> None:
+    """Copy the log into the database file, then start the log over.
+
+    ``PRAGMA wal_checkpoint(PASSIVE)`` takes no lock a writer waits for and
+    copies only frames no reader still needs. Saves append to the same few
+    leaf pages, so it copies a handful of pages; it costs two fsyncs (the
+    log's, then the file's: what makes the copy safe across a power cut).
+    When it copied everything, the next write starts the log over from its
+    beginning, truncating its file (``journal_size_limit``), and syncs the
+    new log's header: a third fsync, which :func:`_restart_log` takes here
+    rather than leave it to the next save.
+    """
+    busy, in_log, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    if busy == 0 and 0 < in_log == copied:  # else a reader still needs the log
+        _restart_log(conn)
+
+
+def _restart_log(conn: sqlite3.Connection) -> None:
+    """A write of one page, which starts a completely copied log over.
+
+    It writes ``user_version`` as it is (read under the write lock: another
+    process may have upgraded the file), which changes nothing but page 1.
+    Like any write it waits for another process's write transaction (up to
+    busy_timeout); the next save would wait for that one all the same.
+    """
+    with write_transaction(conn):
+        version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        # PRAGMA takes no parameters; version is an int read just now.
+        conn.execute(f"PRAGMA user_version = {version:d}")
 
 
 def _missing(path: Path) -> str:
