@@ -19,7 +19,11 @@ from outlast_conformance import Capabilities, ConformanceSuite
 
 class TestS3Conformance(ConformanceSuite):
     # Lease expiry is judged by this process's clock, so short leases are fine.
-    capabilities = Capabilities()
+    # The waits get 30 s instead of 10: moto answers one request at a time,
+    # from this test process, and eight processes draining a queue each read
+    # every queued run's state per claim_next (adapters/s3/README.md), some
+    # thousands of requests that took 12-18 s here (moto 5.2.5).
+    capabilities = Capabilities(wait_timeout=30.0)
 
     @pytest_asyncio.fixture
     async def factory(self, s3_url: str) -> AsyncIterator[CheckpointerFactory]:
