@@ -20,9 +20,10 @@ class PostgresCheckpointer:
     that update in the same statement, so a fenced writer raises LeaseLost
     having written nothing. ``save`` writes only the delta since the last
     successful save; a delta of messages alone locks the row instead of
-    updating it (see :mod:`outlast_postgres.statements`). ``save`` and ``renew`` return the run's
-    ``cancel_requested`` as their own statement left it. After ``wait``
-    parks the run (``waiting``) every write is refused: it is not running.
+    updating it (see :mod:`outlast_postgres.statements`). ``save`` and
+    ``renew`` return the run's ``cancel_requested`` as their own statement
+    left it. After ``wait`` parks the run (``waiting``) every write is
+    refused: it is not running.
     """
 
     def __init__(
@@ -119,13 +120,7 @@ class PostgresCheckpointer:
         that finds the run not owned or released, or the positions taken (by a
         save that committed unheard), the general save decides."""
         statements = self._database.statements
-        appended: dict[str, Any] = {
-            **params,
-            "namespace": self._namespace,
-            "run_id": self._run_id,
-            "epoch": self._epoch,
-            "incarnation": self._incarnation,
-        }
+        appended = self._fence(dict(params))
         if len(messages) == 1:
             statement, appended["body"] = statements.append_one, messages[0]
         else:
@@ -143,12 +138,7 @@ class PostgresCheckpointer:
     async def _fenced(self, statement: bytes, verb: str, **params: Any) -> bool:
         """Run the fenced write ``statement``; the run's ``cancel_requested``
         after it, or LeaseLost saying why it was refused."""
-        params.update(
-            namespace=self._namespace,
-            run_id=self._run_id,
-            epoch=self._epoch,
-            incarnation=self._incarnation,
-        )
+        self._fence(params)
         action = f"{verb} run {self._run_id!r}"
         async with self._database.connection(action) as conn:
             cursor = await conn.execute(statement, params)
@@ -163,6 +153,17 @@ class PostgresCheckpointer:
                 cursor = await conn.execute(self._database.statements.ownership, params)
                 detail = self._refusal(await cursor.fetchone() or (None, None, None))
         raise LeaseLost(self._run_id, self._epoch, detail or "")
+
+    def _fence(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` with the fence every write is conditioned on (whose run,
+        which incarnation, which epoch), added in place."""
+        params.update(
+            namespace=self._namespace,
+            run_id=self._run_id,
+            epoch=self._epoch,
+            incarnation=self._incarnation,
+        )
+        return params
 
     def _refusal(self, seen: tuple[Any, ...]) -> str | None:
         """Why the row ``(status, epoch, incarnation)`` (all None: no row) is
